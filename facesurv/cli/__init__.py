@@ -1,0 +1,82 @@
+"""The `facesurv` command: the composition root.
+
+Command groups live in sibling modules, each exposing `register(app)`. They import the
+libraries (embedding/, features/, training/, serving/, flows/) inside the command bodies
+only, so `facesurv --help` stays fast and the library packages never depend on the CLI.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import typer
+
+# Each module adds its commands; a module that does not exist yet is skipped, so a stage
+# that has not landed simply has no command.
+COMMAND_MODULES = (
+    "init", "cohort", "align", "generator", "project", "validate", "features",
+    "train", "flows", "serve", "audit", "demo",
+)
+
+app = typer.Typer(
+    name="facesurv",
+    help="Survival prediction from portrait photos and clinical data: a feature-store-backed MLOps platform.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode="rich",
+)
+
+
+def _register_all() -> None:
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"facesurv.cli.{name}_cmd")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"facesurv.cli.{name}_cmd":
+                continue
+            raise
+        module.register(app)
+
+
+def _quiet_third_parties() -> None:
+    # A closed network: these libraries would otherwise try to phone home.
+    for key, value in (
+        ("DVC_NO_ANALYTICS", "1"), ("FEAST_USAGE", "False"), ("MLFLOW_DISABLE_TELEMETRY", "true"),
+        ("GX_ANALYTICS_ENABLED", "false"), ("PREFECT_SERVER_ANALYTICS_ENABLED", "false"),
+        ("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120"), ("DO_NOT_TRACK", "1"),
+    ):
+        os.environ.setdefault(key, value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; bad input ends in one line on stderr and a non-zero exit."""
+    from facesurv.errors import FacesurvError
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    args = [a for a in args if a != "--debug"]
+    _quiet_third_parties()
+    _register_all()
+    command = typer.main.get_command(app)
+    try:
+        command.main(args=args, prog_name="facesurv", standalone_mode=True)
+    except SystemExit as exc:
+        return int(exc.code or 0) if isinstance(exc.code, int | None) else 1
+    except FacesurvError as exc:
+        if debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - last resort: one line, not a traceback
+        if debug:
+            raise
+        msg = str(exc).splitlines()[0] if str(exc) else ""
+        print(f"error: {type(exc).__name__}: {msg} (rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
+    return 0

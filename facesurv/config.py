@@ -1,0 +1,398 @@
+"""params.yaml -> frozen dataclasses, validated once at the entry point.
+
+Every tunable lives in params.yaml; the dataclasses below carry no defaults on purpose, so
+a key missing from the file is an error rather than a silently different run. Adding a
+tunable means adding a field here and a key in params.yaml (a test checks they agree).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+from facesurv.errors import ConfigError
+
+PROFILES = ("local", "scale")
+BASE_DATASETS = ("gbsg2", "whas500", "flchain", "veterans_lung_cancer", "aids")
+
+
+def _check(cond: bool, where: str, msg: str) -> None:
+    if not cond:
+        raise ConfigError(f"params.yaml: {where} {msg}")
+
+
+def _is_pow2(n: int) -> bool:
+    return n > 0 and (n & (n - 1)) == 0
+
+
+@dataclasses.dataclass(frozen=True)
+class CohortParams:
+    base: str
+    seed: int
+    admission_start: str
+    admission_span_days: int
+    record_lag_days: int
+
+    def __post_init__(self) -> None:
+        _check(self.base in BASE_DATASETS, "cohort.base", f"must be one of {', '.join(BASE_DATASETS)}, got {self.base!r}")
+        _check(self.admission_span_days >= 1, "cohort.admission_span_days", "must be >= 1")
+        _check(self.record_lag_days >= 0, "cohort.record_lag_days", "must be >= 0")
+        try:
+            import datetime as _dt
+
+            _dt.date.fromisoformat(self.admission_start)
+        except ValueError:
+            _check(False, "cohort.admission_start", f"must be an ISO date (YYYY-MM-DD), got {self.admission_start!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class SynthParams:
+    patients: int
+    strength: float
+    space: str
+    direction_samples: int
+
+    def __post_init__(self) -> None:
+        _check(self.patients >= 0, "synth.patients", "must be >= 0 (0 = every patient)")
+        _check(self.strength >= 0, "synth.strength", "must be >= 0")
+        _check(self.space in ("z", "w"), "synth.space", "must be 'z' or 'w'")
+        _check(self.direction_samples >= 1, "synth.direction_samples", "must be >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class AlignParams:
+    output_size: int
+    transform_size: int
+    enable_padding: bool
+    detector: str
+    upsample: int
+    landmarks: int
+    landmark_model_path: str | None
+    detector_model_path: str | None
+    min_face_px: int
+    max_pixels: int
+    multi_face: str
+    dominance_ratio: float
+    workers: int
+
+    def __post_init__(self) -> None:
+        _check(self.output_size >= 8, "align.output_size", "must be >= 8")
+        _check(self.transform_size >= self.output_size, "align.transform_size", "must be >= align.output_size")
+        _check(self.detector in ("hog", "cnn"), "align.detector", "must be 'hog' or 'cnn'")
+        _check(0 <= self.upsample <= 4, "align.upsample", "must be between 0 and 4")
+        _check(self.landmarks in (5, 68), "align.landmarks", "must be 5 or 68")
+        _check(self.min_face_px >= 1, "align.min_face_px", "must be >= 1")
+        _check(self.max_pixels >= 1, "align.max_pixels", "must be >= 1")
+        _check(self.multi_face in ("reject", "best"), "align.multi_face", "must be 'reject' or 'best'")
+        _check(self.dominance_ratio >= 1.0, "align.dominance_ratio", "must be >= 1.0")
+        _check(self.workers >= 1, "align.workers", "must be >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class GeneratorParams:
+    checkpoint: str | None
+    seed: int
+    resolution: int
+    z_dim: int
+    w_dim: int
+    mapping_layers: int
+    channel_base: int
+    channel_max: int
+    lr_multiplier: float
+    truncation_psi: float
+
+    def __post_init__(self) -> None:
+        _check(_is_pow2(self.resolution) and 8 <= self.resolution <= 1024, "generator.resolution",
+               f"must be a power of two from 8 to 1024, got {self.resolution}")
+        _check(self.z_dim >= 1 and self.w_dim >= 1, "generator.z_dim/w_dim", "must be >= 1")
+        _check(self.mapping_layers >= 1, "generator.mapping_layers", "must be >= 1")
+        _check(self.channel_base >= 1 and self.channel_max >= 1, "generator.channel_base/channel_max", "must be >= 1")
+        _check(self.lr_multiplier > 0, "generator.lr_multiplier", "must be > 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class PerceptualParams:
+    network: str
+    vgg16_path: str | None
+    resize: int
+
+    def __post_init__(self) -> None:
+        _check(self.network in ("stlpips", "vgg16"), "perceptual.network", "must be 'stlpips' or 'vgg16'")
+        _check(self.network != "vgg16" or self.vgg16_path is not None, "perceptual.vgg16_path",
+               "must name the torchvision-format VGG-16 weights file when perceptual.network is vgg16")
+        _check(self.resize >= 16, "perceptual.resize", "must be >= 16")
+
+
+@dataclasses.dataclass(frozen=True)
+class ProjectionParams:
+    space: str
+    steps: int
+    batch_size: int
+    learning_rate: float
+    loss: str
+    noise_regularize: float
+    initial_noise_factor: float
+    noise_ramp_length: float
+    lr_rampdown_length: float
+    lr_rampup_length: float
+    seed: int
+    device: str
+    mixed_precision: bool
+
+    def __post_init__(self) -> None:
+        _check(self.space in ("z", "w", "w+"), "projection.space", "must be 'z', 'w' or 'w+'")
+        _check(self.steps >= 1, "projection.steps", "must be >= 1")
+        _check(self.batch_size >= 1, "projection.batch_size", "must be >= 1")
+        _check(self.learning_rate > 0, "projection.learning_rate", "must be > 0")
+        _check(self.loss in ("mse", "perceptual", "mse+perceptual"), "projection.loss",
+               "must be 'mse', 'perceptual' or 'mse+perceptual'")
+        _check(self.device in ("auto", "cpu", "cuda"), "projection.device", "must be 'auto', 'cpu' or 'cuda'")
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureScaleParams:
+    postgres_host: str
+    postgres_port: int
+    postgres_db: str
+    postgres_user: str
+    redis_connection: str
+
+
+@dataclasses.dataclass(frozen=True)
+class FeaturesParams:
+    project: str
+    feature_service: str
+    ttl_days: int
+    scale: FeatureScaleParams
+
+    def __post_init__(self) -> None:
+        _check(self.project.replace("_", "").isalnum(), "features.project", "must be letters, digits and '_'")
+        _check(self.ttl_days >= 1, "features.ttl_days", "must be >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class ContractsParams:
+    max_failing_fraction: float
+    latent_dim: int
+    latent_norm_min: float
+    latent_norm_max: float
+    max_projection_loss: float
+    age_min: float
+    age_max: float
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.max_failing_fraction <= 1, "contracts.max_failing_fraction", "must be between 0 and 1")
+        _check(self.latent_norm_min < self.latent_norm_max, "contracts.latent_norm_min", "must be < latent_norm_max")
+        _check(self.age_min < self.age_max, "contracts.age_min", "must be < age_max")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingParams:
+    seed: int
+    test_fraction: float
+    coxph_alpha: float
+    coxnet_l1_ratio: float
+    coxnet_alpha_min_ratio: float
+    deepsurv_hidden: tuple[int, ...]
+    deepsurv_dropout: float
+    deepsurv_epochs: int
+    deepsurv_batch_size: int
+    deepsurv_lr: float
+    deepsurv_weight_decay: float
+    fusion_folds: int
+    min_events_per_feature: float
+    horizons_days: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        _check(0 < self.test_fraction < 1, "training.test_fraction", "must be between 0 and 1 (exclusive)")
+        _check(0 < self.coxnet_l1_ratio <= 1, "training.coxnet_l1_ratio", "must be in (0, 1]")
+        _check(len(self.deepsurv_hidden) >= 1 and all(h >= 1 for h in self.deepsurv_hidden),
+               "training.deepsurv_hidden", "must be a non-empty list of positive layer widths")
+        _check(0 <= self.deepsurv_dropout < 1, "training.deepsurv_dropout", "must be in [0, 1)")
+        _check(self.deepsurv_epochs >= 1, "training.deepsurv_epochs", "must be >= 1")
+        _check(self.fusion_folds >= 2, "training.fusion_folds", "must be >= 2")
+        _check(len(self.horizons_days) >= 1 and all(h > 0 for h in self.horizons_days),
+               "training.horizons_days", "must be a non-empty list of positive day counts")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationParams:
+    bootstrap: int
+    seed: int
+
+    def __post_init__(self) -> None:
+        _check(self.bootstrap >= 0, "evaluation.bootstrap", "must be >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class RegistryParams:
+    model_name: str
+    promote_margin: float
+    metric: str
+
+    def __post_init__(self) -> None:
+        _check(self.promote_margin >= 0, "registry.promote_margin", "must be >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class FlowsParams:
+    inbox: str
+    embedding_cron: str
+    training_cron: str
+    lock_timeout_s: float
+    dask_scheduler: str | None
+    prefect_api_url: str | None
+    dvc_remote: str | None
+    dvc_endpoint_url: str | None
+
+    def __post_init__(self) -> None:
+        for name in ("embedding_cron", "training_cron"):
+            _check(len(getattr(self, name).split()) == 5, f"flows.{name}", "must be a 5-field cron expression")
+        _check(self.lock_timeout_s >= 0, "flows.lock_timeout_s", "must be >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class ServingParams:
+    host: str
+    port: int
+    max_upload_bytes: int
+    max_upload_pixels: int
+    rate_limit_per_minute: int
+    upload_retention_s: float
+
+    def __post_init__(self) -> None:
+        _check(0 < self.port < 65536, "serving.port", "must be a TCP port")
+        _check(self.max_upload_bytes > 0, "serving.max_upload_bytes", "must be > 0")
+        _check(self.rate_limit_per_minute > 0, "serving.rate_limit_per_minute", "must be > 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoParams:
+    patients: int
+    seed: int
+    out: str
+
+    def __post_init__(self) -> None:
+        _check(self.patients >= 0, "demo.patients", "must be >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class Params:
+    profile: str
+    cohort: CohortParams
+    synth: SynthParams
+    align: AlignParams
+    generator: GeneratorParams
+    perceptual: PerceptualParams
+    projection: ProjectionParams
+    features: FeaturesParams
+    contracts: ContractsParams
+    training: TrainingParams
+    evaluation: EvaluationParams
+    registry: RegistryParams
+    flows: FlowsParams
+    serving: ServingParams
+    demo: DemoParams
+    # sha256 of the canonical JSON of the file's content; lineage records it
+    params_hash: str = dataclasses.field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        _check(self.profile in PROFILES, "profile", f"must be one of {', '.join(PROFILES)}, got {self.profile!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.pop("params_hash")
+        return d
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, where)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(inner[0], value, where)
+    if origin is tuple:
+        _check(isinstance(value, list | tuple), where, f"must be a list, got {value!r}")
+        (elem, _ellipsis) = typing.get_args(tp)
+        return tuple(_convert(elem, v, f"{where}[{i}]") for i, v in enumerate(value))
+    if tp is bool:
+        _check(isinstance(value, bool), where, f"must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        _check(isinstance(value, int) and not isinstance(value, bool), where, f"must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        _check(isinstance(value, int | float) and not isinstance(value, bool), where, f"must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        _check(isinstance(value, str), where, f"must be a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {tp!r} at {where}")
+
+
+def _build(cls: Any, mapping: Any, where: str) -> Any:
+    label = where or "top level"
+    _check(isinstance(mapping, dict), label, f"must be a mapping, got {type(mapping).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = [f for f in dataclasses.fields(cls) if f.name != "params_hash"]
+    names = {f.name for f in fields}
+    unknown = sorted(set(mapping) - names)
+    _check(not unknown, f"{where + '.' if where else ''}{unknown[0] if unknown else ''}",
+           f"is not a known setting (known: {', '.join(sorted(names))})")
+    missing = [n for n in (f.name for f in fields) if n not in mapping]
+    _check(not missing, f"{where + '.' if where else ''}{missing[0] if missing else ''}", "is missing")
+    kwargs = {f.name: _convert(hints[f.name], mapping[f.name], f"{where + '.' if where else ''}{f.name}")
+              for f in fields}
+    return cls(**kwargs)
+
+
+def parse_params(raw: dict[str, Any]) -> Params:
+    """Validate an already-parsed params mapping; raise ConfigError naming the bad key."""
+    params = _build(Params, raw, "")
+    digest = hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()
+    return dataclasses.replace(params, params_hash=digest)
+
+
+def load_params(path: Path) -> Params:
+    """Read and validate params.yaml. Errors are one line and name the file and key."""
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no params.yaml here (pass --workspace DIR, or run `facesurv init DIR`)") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}: malformed YAML{at}: {problem}") from None
+    if raw is None:
+        raise ConfigError(f"{path}: file is empty")
+    try:
+        return parse_params(raw)
+    except ConfigError as exc:
+        raise ConfigError(str(exc).replace("params.yaml:", f"{path}:", 1)) from None
+
+
+def with_overrides(params: Params, **sections: dict[str, Any]) -> Params:
+    """Return a copy with some section fields replaced (CLI options), revalidated."""
+    raw = params.to_dict()
+    for section, values in sections.items():
+        for key, value in values.items():
+            if value is not None:
+                raw[section][key] = list(value) if isinstance(value, tuple) else value
+    return parse_params(json.loads(json.dumps(raw)))

@@ -1,0 +1,81 @@
+"""A workspace: one directory holding params.yaml and every store the platform writes.
+
+Layout (created on demand by the commands that write, never at import):
+
+    params.yaml           tunables (copied from the repository when a workspace is created)
+    data/                 DVC-tracked inputs: data/clinical/, data/photos/, data/aligned/
+    artifacts/            stage outputs (manifests, latents, metrics, reports)
+    feature_repo/         rendered feature_store.yaml, Feast registry, online store, offline parquet
+    mlflow/               MLflow tracking store (mlflow.db) and artifacts
+    ledger.db             the serving lineage ledger
+    .prefect/             Prefect home for the ephemeral API
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from facesurv.config import Params, load_params
+from facesurv.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+
+    @classmethod
+    def resolve(cls, path: Path | str | None) -> Workspace:
+        """The workspace named by --workspace, $FACESURV_WORKSPACE, or the current directory."""
+        chosen = path or os.environ.get("FACESURV_WORKSPACE") or Path.cwd()
+        return cls(Path(chosen).expanduser().resolve())
+
+    @classmethod
+    def create(cls, root: Path | str, *, params_source: Path | None = None) -> Workspace:
+        """Make a workspace directory with a copy of params.yaml (kept if already there)."""
+        ws = cls(Path(root).expanduser().resolve())
+        try:
+            ws.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"{ws.root}: cannot create workspace: {exc.strerror}") from None
+        if not ws.params_path.exists():
+            src = params_source or REPO_ROOT / "params.yaml"
+            tmp = ws.params_path.with_suffix(".yaml.tmp")
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, ws.params_path)
+        return ws
+
+    def load_params(self) -> Params:
+        return load_params(self.params_path)
+
+    @property
+    def params_path(self) -> Path:
+        return self.root / "params.yaml"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.root / "artifacts"
+
+    @property
+    def feature_repo_dir(self) -> Path:
+        return self.root / "feature_repo"
+
+    @property
+    def mlflow_dir(self) -> Path:
+        return self.root / "mlflow"
+
+    @property
+    def ledger_path(self) -> Path:
+        return self.root / "ledger.db"
+
+    @property
+    def prefect_home(self) -> Path:
+        return self.root / ".prefect"

@@ -1,0 +1,1 @@
+"""Data: cohorts, the Feast feature repository, data contracts and data versioning."""

@@ -1,0 +1,1 @@
+"""Risk-score serving: the HTTP API, its auth and rate limit, and the lineage ledger."""

@@ -1,0 +1,116 @@
+"""The import rules of the brief, checked on the source: a broken rule fails here first."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+LIBRARIES = ("embedding", "features", "training", "serving")
+STDLIB = set(sys.stdlib_module_names)
+
+
+def _imports(path: Path, *, top_level_only: bool) -> list[tuple[int, str]]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    nodes = tree.body if top_level_only else list(ast.walk(tree))
+    if top_level_only:  # also look inside module-level if/try blocks (not functions)
+        stack = list(nodes)
+        nodes = []
+        while stack:
+            n = stack.pop()
+            nodes.append(n)
+            if isinstance(n, ast.If | ast.Try):
+                stack.extend(n.body + n.orelse + getattr(n, "finalbody", []) + [x for h in getattr(n, "handlers", []) for x in h.body])
+    found = []
+    for n in nodes:
+        if isinstance(n, ast.Import):
+            found += [(n.lineno, a.name.split(".")[0]) for a in n.names]
+        elif isinstance(n, ast.ImportFrom) and n.level == 0 and n.module:
+            found.append((n.lineno, n.module.split(".")[0]))
+    return found
+
+
+def _py_files(package: str) -> list[Path]:
+    return sorted((REPO / package).rglob("*.py")) if (REPO / package).is_dir() else []
+
+
+def test_embedding_imports_only_torch_numpy_pillow_dlib() -> None:
+    allowed = STDLIB | {"torch", "numpy", "PIL", "dlib", "embedding", "__future__"}
+    bad = [f"{p.relative_to(REPO)}:{line} imports {mod}" for p in _py_files("embedding")
+           for line, mod in _imports(p, top_level_only=False) if mod not in allowed]
+    assert not bad, "embedding/ must run alone on a GPU box:\n" + "\n".join(bad)
+
+
+@pytest.mark.parametrize("package", [*LIBRARIES, "facesurv"])
+def test_nothing_imports_flows(package: str) -> None:
+    bad = [f"{p.relative_to(REPO)}:{line}" for p in _py_files(package)
+           for line, mod in _imports(p, top_level_only=False) if mod == "flows"]
+    assert not bad, "flows call the libraries, never the reverse:\n" + "\n".join(bad)
+
+
+def test_facesurv_core_depends_on_no_library_package() -> None:
+    upward = set(LIBRARIES) | {"flows"}
+    bad = []
+    for p in _py_files("facesurv"):
+        in_cli = "cli" in p.relative_to(REPO / "facesurv").parts
+        for line, mod in _imports(p, top_level_only=in_cli):
+            if mod in upward:
+                bad.append(f"{p.relative_to(REPO)}:{line} imports {mod}")
+    assert not bad, ("facesurv/ holds CLI, config and shared types; the CLI may reach the libraries only "
+                     "inside command bodies:\n" + "\n".join(bad))
+
+
+def test_cli_modules_keep_heavy_imports_out_of_module_level() -> None:
+    heavy = {"torch", "mlflow", "feast", "prefect", "great_expectations", "dvc", "pandas", "sksurv",
+             "pycox", "fastapi", "dlib", "pyarrow", "sklearn", "matplotlib"}
+    bad = [f"{p.relative_to(REPO)}:{line} imports {mod}" for p in _py_files("facesurv/cli")
+           for line, mod in _imports(p, top_level_only=True) if mod in heavy]
+    assert not bad, "keep `facesurv --help` fast:\n" + "\n".join(bad)
+
+
+PROBE = r"""
+import importlib, json, os, pkgutil, sys
+before_env = dict(os.environ)
+mods, errors = [], []
+root = sys.argv[1]
+for pkg in sys.argv[2:]:
+    path = os.path.join(root, pkg)
+    if not os.path.isdir(path):
+        continue
+    importlib.import_module(pkg)
+    for info in pkgutil.walk_packages([path], prefix=pkg + "."):
+        name = info.name
+        if ".tests" in name or name.endswith("__main__"):
+            continue
+        try:
+            importlib.import_module(name)
+            mods.append(name)
+        except ModuleNotFoundError as exc:
+            errors.append(f"{name}: {exc}")
+changed = sorted(k for k in set(before_env) | set(os.environ) if before_env.get(k) != os.environ.get(k))
+print(json.dumps({"mods": mods, "errors": errors, "env": changed}))
+"""
+
+
+@pytest.mark.slow
+def test_importing_every_module_has_no_side_effects(tmp_path: Path) -> None:
+    empty = tmp_path / "cwd"
+    empty.mkdir()
+    pkgs = ["facesurv", *LIBRARIES, "flows"]
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path / "home")}
+    r = subprocess.run([sys.executable, "-c", PROBE, str(REPO), *pkgs], cwd=empty, capture_output=True, text=True,
+                       env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads(r.stdout.strip().splitlines()[-1])
+    assert not result["errors"], result["errors"]
+    assert result["mods"]
+    assert not result["env"], f"environment changed at import: {result['env']}"
+    leftovers = [p.name for p in empty.iterdir()]
+    assert not leftovers
+    home = tmp_path / "home"
+    assert not home.exists() or not any(home.iterdir()), f"import wrote into $HOME: {list(home.iterdir())}"

@@ -1,0 +1,1 @@
+"""Survival models, evaluation, MLflow tracking and the model registry."""
