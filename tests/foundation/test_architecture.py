@@ -46,7 +46,7 @@ def test_embedding_imports_only_torch_numpy_pillow_dlib() -> None:
     assert not bad, "embedding/ must run alone on a GPU box:\n" + "\n".join(bad)
 
 
-@pytest.mark.parametrize("package", [*LIBRARIES, "facesurv"])
+@pytest.mark.parametrize("package", LIBRARIES)
 def test_nothing_imports_flows(package: str) -> None:
     bad = [f"{p.relative_to(REPO)}:{line}" for p in _py_files(package)
            for line, mod in _imports(p, top_level_only=False) if mod == "flows"]
