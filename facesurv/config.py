@@ -56,12 +56,18 @@ class SynthParams:
     strength: float
     space: str
     direction_samples: int
+    direction_iterations: int
+    cox_alpha: float
+    oracle_folds: int
 
     def __post_init__(self) -> None:
         _check(self.patients >= 0, "synth.patients", "must be >= 0 (0 = every patient)")
         _check(self.strength >= 0, "synth.strength", "must be >= 0")
         _check(self.space in ("z", "w"), "synth.space", "must be 'z' or 'w'")
         _check(self.direction_samples >= 1, "synth.direction_samples", "must be >= 1")
+        _check(self.direction_iterations >= 1, "synth.direction_iterations", "must be >= 1")
+        _check(self.cox_alpha >= 0, "synth.cox_alpha", "must be >= 0")
+        _check(self.oracle_folds >= 2, "synth.oracle_folds", "must be >= 2")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +84,8 @@ class AlignParams:
     max_pixels: int
     multi_face: str
     dominance_ratio: float
+    min_detector_score: float
+    detect_max_pixels: int
     workers: int
 
     def __post_init__(self) -> None:
@@ -91,6 +99,7 @@ class AlignParams:
         _check(self.multi_face in ("reject", "best"), "align.multi_face", "must be 'reject' or 'best'")
         _check(self.dominance_ratio >= 1.0, "align.dominance_ratio", "must be >= 1.0")
         _check(self.workers >= 1, "align.workers", "must be >= 1")
+        _check(self.detect_max_pixels >= 10000, "align.detect_max_pixels", "must be >= 10000")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +121,8 @@ class GeneratorParams:
         _check(self.z_dim >= 1 and self.w_dim >= 1, "generator.z_dim/w_dim", "must be >= 1")
         _check(self.mapping_layers >= 1, "generator.mapping_layers", "must be >= 1")
         _check(self.channel_base >= 1 and self.channel_max >= 1, "generator.channel_base/channel_max", "must be >= 1")
+        _check(self.channel_base >= self.resolution, "generator.channel_base",
+               f"must be >= generator.resolution ({self.resolution}) so every layer has a channel")
         _check(self.lr_multiplier > 0, "generator.lr_multiplier", "must be > 0")
 
 
@@ -143,9 +154,21 @@ class ProjectionParams:
     seed: int
     device: str
     mixed_precision: bool
+    noise_mode: str
+    z_init: str
+    w_avg_samples: int
+    mse_weight: float
+    batch_multiple: int
 
     def __post_init__(self) -> None:
         _check(self.space in ("z", "w", "w+"), "projection.space", "must be 'z', 'w' or 'w+'")
+        _check(self.noise_mode in ("optimize", "const", "none"), "projection.noise_mode",
+               "must be 'optimize', 'const' or 'none'")
+        _check(self.z_init in ("nearest_w_avg", "seeded"), "projection.z_init", "must be 'nearest_w_avg' or 'seeded'")
+        _check(self.w_avg_samples >= 1, "projection.w_avg_samples", "must be >= 1")
+        _check(self.mse_weight >= 0, "projection.mse_weight", "must be >= 0")
+        _check(self.batch_multiple >= 1, "projection.batch_multiple", "must be >= 1")
+        _check(self.noise_regularize >= 0, "projection.noise_regularize", "must be >= 0")
         _check(self.steps >= 1, "projection.steps", "must be >= 1")
         _check(self.batch_size >= 1, "projection.batch_size", "must be >= 1")
         _check(self.learning_rate > 0, "projection.learning_rate", "must be > 0")
@@ -161,6 +184,12 @@ class FeatureScaleParams:
     postgres_db: str
     postgres_user: str
     redis_connection: str
+
+    def __post_init__(self) -> None:
+        _check(0 < self.postgres_port < 65536, "features.scale.postgres_port", "must be a TCP port")
+        _check(bool(self.postgres_host and self.postgres_db and self.postgres_user),
+               "features.scale.postgres_host/postgres_db/postgres_user", "must not be empty")
+        _check(":" in self.redis_connection, "features.scale.redis_connection", "must be host:port (e.g. 127.0.0.1:6379)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,6 +233,11 @@ class TrainingParams:
     deepsurv_batch_size: int
     deepsurv_lr: float
     deepsurv_weight_decay: float
+    deepsurv_val_fraction: float
+    deepsurv_patience: int
+    coxnet_cv_folds: int
+    models: tuple[str, ...]
+    fusion_members: tuple[str, ...]
     fusion_folds: int
     min_events_per_feature: float
     horizons_days: tuple[int, ...]
@@ -216,6 +250,13 @@ class TrainingParams:
         _check(0 <= self.deepsurv_dropout < 1, "training.deepsurv_dropout", "must be in [0, 1)")
         _check(self.deepsurv_epochs >= 1, "training.deepsurv_epochs", "must be >= 1")
         _check(self.fusion_folds >= 2, "training.fusion_folds", "must be >= 2")
+        _check(0 <= self.deepsurv_val_fraction < 0.9, "training.deepsurv_val_fraction", "must be in [0, 0.9)")
+        _check(self.deepsurv_patience >= 1, "training.deepsurv_patience", "must be >= 1")
+        _check(self.coxnet_cv_folds >= 2, "training.coxnet_cv_folds", "must be >= 2")
+        known = ("coxph_clinical", "deepsurv_clinical", "coxnet_latent", "deepsurv_latent")
+        _check(all(m in known for m in self.models), "training.models", f"must be a list of {', '.join(known)}")
+        _check(all(m in known for m in self.fusion_members), "training.fusion_members",
+               f"must be a list of {', '.join(known)}")
         _check(len(self.horizons_days) >= 1 and all(h > 0 for h in self.horizons_days),
                "training.horizons_days", "must be a non-empty list of positive day counts")
 
@@ -234,9 +275,14 @@ class RegistryParams:
     model_name: str
     promote_margin: float
     metric: str
+    experiment: str
+    tracking_uri: str | None
+    scale_database: str
 
     def __post_init__(self) -> None:
         _check(self.promote_margin >= 0, "registry.promote_margin", "must be >= 0")
+        _check(self.metric in ("c_index", "uno_c", "ibs"), "registry.metric", "must be 'c_index', 'uno_c' or 'ibs'")
+        _check(self.scale_database.replace("_", "").isalnum(), "registry.scale_database", "must be letters, digits and '_'")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -264,11 +310,22 @@ class ServingParams:
     max_upload_pixels: int
     rate_limit_per_minute: int
     upload_retention_s: float
+    ledger_url: str | None
+    ledger_schema: str
+    max_batch: int
+    photo_scoring: bool
 
     def __post_init__(self) -> None:
         _check(0 < self.port < 65536, "serving.port", "must be a TCP port")
         _check(self.max_upload_bytes > 0, "serving.max_upload_bytes", "must be > 0")
+        _check(self.max_upload_pixels > 0, "serving.max_upload_pixels", "must be > 0")
         _check(self.rate_limit_per_minute > 0, "serving.rate_limit_per_minute", "must be > 0")
+        _check(self.upload_retention_s >= 0, "serving.upload_retention_s", "must be >= 0 (0: uploads are never kept)")
+        _check(self.ledger_url is None or self.ledger_url.startswith(("postgresql://", "postgres://", "sqlite:")),
+               "serving.ledger_url", "must be null, postgresql://... or sqlite:PATH")
+        _check(self.ledger_schema.replace("_", "").isalnum() and self.ledger_schema.islower(),
+               "serving.ledger_schema", "must be lower-case letters, digits and '_'")
+        _check(self.max_batch >= 1, "serving.max_batch", "must be >= 1")
 
 
 @dataclasses.dataclass(frozen=True)
