@@ -159,6 +159,7 @@ class ProjectionParams:
     w_avg_samples: int
     mse_weight: float
     batch_multiple: int
+    clamp_output: bool
 
     def __post_init__(self) -> None:
         _check(self.space in ("z", "w", "w+"), "projection.space", "must be 'z', 'w' or 'w+'")
