@@ -1,0 +1,366 @@
+"""The HTTP API: FastAPI app factory. Everything it needs is built by the caller and passed in.
+
+Routes: POST /v1/scores, POST /v1/scores/photo, GET /v1/scores/{score_id}, GET /healthz,
+GET /readyz, GET /openapi.json and the web page under /ui/. Every error is a JSON body
+{"error": {"status", "message"}} with a reason a client can act on; unexpected failures
+answer 500 with a request id and the traceback stays in the server log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import re
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException
+
+from facesurv.config import ServingParams
+from facesurv.errors import DataError, NotAvailableError
+from serving.auth import Principal, TokenStore
+from serving.batching import MicroBatcher
+from serving.ledger import Ledger
+from serving.privacy import pseudonym, purge_uploads
+from serving.ratelimit import RateLimiter
+from serving.scoring import PhotoRejected, Scorer, UnknownPatient, response_from_record
+
+log = logging.getLogger("facesurv.serving")
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+PHOTO_TYPES = {"image/jpeg": "JPEG", "image/png": "PNG"}
+_SCORE_ID = re.compile(r"^[0-9a-f]{32}$")
+_PATIENT_ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+# clinical form fields: names the champion may ask for; values are short scalars
+_FIELD_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+    (b"content-security-policy",
+     b"default-src 'self'; img-src 'self' data:; object-src 'none'; frame-ancestors 'none'; base-uri 'none'"),
+    (b"cache-control", b"no-store"),
+]
+
+
+class ScoreRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    patient_id: str = Field(pattern=_PATIENT_ID, description="The patient's id in the feature store.")
+
+
+class SurvivalPoint(BaseModel):
+    days: int
+    probability: float
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str
+    alias: str
+    run_id: str | None
+
+
+class ScoreResponse(BaseModel):
+    score_id: str
+    patient_id: str
+    created_at: str
+    risk_score: float = Field(description="Cox risk score (log partial hazard): higher means worse prognosis.")
+    risk_percentile: float = Field(description="Percentile of the risk score in the training cohort (0-100).")
+    survival: list[SurvivalPoint] = Field(description="Predicted survival probability at each horizon.")
+    model: ModelRef
+    inputs: str = Field(description="online_features or photo_upload")
+
+
+class LedgerRef(BaseModel):
+    seq: int
+    hash: str
+    prev_hash: str
+
+
+class ScoreWithLineage(BaseModel):
+    score: ScoreResponse
+    lineage: dict[str, Any]
+    ledger: LedgerRef
+
+
+class ErrorBody(BaseModel):
+    status: int
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"status": status, "message": message}}, status_code=status, headers=headers)
+
+
+class _SecurityHeaders:
+    """Plain ASGI middleware (no per-request task overhead) adding the security headers."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = list(message["headers"]) + _SECURITY_HEADERS
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+_ERRORS = {401: {"model": ErrorResponse, "description": "Missing or unknown bearer token"},
+           422: {"model": ErrorResponse, "description": "Invalid input (the message names it)"},
+           429: {"model": ErrorResponse, "description": "Rate limit for this token exceeded"}}
+
+
+def create_app(*, scorer: Scorer, ledger: Ledger, tokens: TokenStore, settings: ServingParams,
+               pseudonym_key: bytes, upload_dir: Path | None = None, max_batch: int = 64) -> FastAPI:
+    """The API over a loaded scorer and an open ledger.
+
+    tokens: who may call; settings: limits (upload bytes/pixels, rate per token, upload
+    retention); pseudonym_key: keys the patient-id hash written to logs; upload_dir: where
+    uploads are kept for settings.upload_retention_s seconds (0: never written).
+    """
+    limiter = RateLimiter(settings.rate_limit_per_minute)
+    def _record(results: list[Any]) -> list[Any]:
+        records = [r for r in results if not isinstance(r, Exception)]
+        entries = iter(ledger.append_many(records)) if records else iter(())
+        return [r if isinstance(r, Exception) else (r, next(entries)) for r in results]
+
+    batcher = MicroBatcher(scorer.score_patients, _record, max_batch=max_batch)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        batcher.start()
+        if upload_dir is not None and settings.upload_retention_s > 0:
+            purge_uploads(upload_dir, settings.upload_retention_s)
+        try:
+            yield
+        finally:
+            await batcher.stop()
+
+    app = FastAPI(
+        title="facesurv risk scores", version="1",
+        description="Overall-survival risk scores from online features or a new portrait photo; "
+                    "every score is written to a hash-chained lineage ledger before it is returned.",
+        lifespan=lifespan, docs_url=None, redoc_url=None,  # the bundled docs pages load from a CDN
+    )
+    app.add_middleware(_SecurityHeaders)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for err in exc.errors()[:5]:
+            where = ".".join(str(x) for x in err.get("loc", ()) if x != "body") or "body"
+            parts.append(f"{where}: {err.get('msg', 'invalid')}")
+        return _error(422, "; ".join(parts) or "invalid request")
+
+    @app.exception_handler(Exception)
+    async def _crash(request: Request, exc: Exception) -> JSONResponse:
+        rid = uuid.uuid4().hex[:12]
+        log.error("request %s %s failed (request id %s)", request.method, request.url.path, rid, exc_info=exc)
+        return _error(500, f"internal error (request id {rid}); the server log has the details")
+
+    async def principal(request: Request) -> Principal:
+        auth = request.headers.get("authorization", "")
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise HTTPException(401, "missing bearer token: send 'Authorization: Bearer <token>'",
+                                headers={"WWW-Authenticate": "Bearer"})
+        who = tokens.authenticate(token.strip())
+        if who is None:
+            raise HTTPException(401, "unknown or revoked API token", headers={"WWW-Authenticate": "Bearer"})
+        wait = limiter.acquire(who.name)
+        if wait > 0:
+            raise HTTPException(429, f"rate limit of {settings.rate_limit_per_minute} requests per minute "
+                                     f"for this token exceeded; retry in {wait:.1f} s",
+                                headers={"Retry-After": str(max(1, round(wait)))})
+        return who
+
+    def _log_score(record: dict[str, Any], who: Principal, started: float) -> None:
+        if log.isEnabledFor(logging.INFO):
+            log.info("score %s patient=%s risk=%.4f model=%s/%s by=%s in %.1f ms", record["score_id"],
+                     pseudonym(record["patient_id"], pseudonym_key), record["result"]["risk_score"],
+                     record["model"]["name"], record["model"]["version"], who.name,
+                     (time.perf_counter() - started) * 1000)
+
+    @app.post("/v1/scores", response_model=ScoreResponse, tags=["scores"],
+              responses={**_ERRORS, 404: {"model": ErrorResponse, "description": "Patient not in the online store"}})
+    async def score_patient(body: ScoreRequest, who: Principal = Depends(principal)) -> dict[str, Any]:
+        """Score a patient from the online feature store with the champion model."""
+        started = time.perf_counter()
+        try:
+            record, _entry = await batcher.submit((body.patient_id, who.name))
+        except UnknownPatient as exc:
+            raise HTTPException(404, str(exc)) from None
+        except NotAvailableError as exc:
+            raise HTTPException(503, str(exc)) from None
+        except DataError as exc:
+            raise HTTPException(422, str(exc)) from None
+        _log_score(record, who, started)
+        return response_from_record(record)
+
+    @app.post("/v1/scores/photo", response_model=ScoreResponse, tags=["scores"],
+              responses={**_ERRORS, 411: {"model": ErrorResponse, "description": "No Content-Length"},
+                         413: {"model": ErrorResponse, "description": "Upload too large"},
+                         415: {"model": ErrorResponse, "description": "Not a JPEG or PNG photo"}},
+              openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+                  "type": "object", "required": ["photo", "patient_id"],
+                  "properties": {"photo": {"type": "string", "format": "binary", "description": "JPEG or PNG"},
+                                 "patient_id": {"type": "string", "pattern": _PATIENT_ID}},
+                  "additionalProperties": {"type": "string",
+                                           "description": "clinical fields the champion model uses"}}}}}})
+    async def score_photo(request: Request, who: Principal = Depends(principal)) -> dict[str, Any]:
+        """Align and project a new portrait photo, then score it with the given clinical fields."""
+        started = time.perf_counter()
+        ctype = request.headers.get("content-type", "")
+        if not ctype.startswith("multipart/form-data"):
+            raise HTTPException(415, "send multipart/form-data with a 'photo' file part and the clinical fields")
+        declared = request.headers.get("content-length")
+        if declared is None or not declared.isdigit():
+            # without a length the multipart parser would spool an unbounded body to disk first
+            raise HTTPException(411, "send the upload with a Content-Length header (no chunked uploads)")
+        if int(declared) > settings.max_upload_bytes + 64_000:
+            raise HTTPException(413, f"upload of {int(declared)} bytes exceeds the limit of "
+                                     f"{settings.max_upload_bytes} bytes")
+        try:
+            form = await request.form(max_files=1, max_fields=64, max_part_size=4096)
+        except HTTPException:
+            raise
+        except Exception:  # noqa: BLE001 - malformed multipart bodies
+            raise HTTPException(400, "malformed multipart body") from None
+        try:
+            photo = form.get("photo")
+            if photo is None or isinstance(photo, str):
+                raise HTTPException(422, "photo: a file part named 'photo' is required")
+            if photo.content_type not in PHOTO_TYPES:
+                raise HTTPException(415, f"photo: content type {photo.content_type!r} is not accepted; "
+                                         "send image/jpeg or image/png")
+            data = await photo.read(settings.max_upload_bytes + 1)
+        finally:
+            await form.close()  # deletes Starlette's spooled temporary copy now
+        if len(data) > settings.max_upload_bytes:
+            raise HTTPException(413, f"photo exceeds the limit of {settings.max_upload_bytes} bytes")
+        if not data:
+            raise HTTPException(422, "photo: the file is empty")
+        _check_image(data, PHOTO_TYPES[photo.content_type], settings.max_upload_pixels)
+        patient_id = form.get("patient_id")
+        if not isinstance(patient_id, str) or not re.match(_PATIENT_ID, patient_id):
+            raise HTTPException(422, "patient_id: required; letters, digits and . _ : - (at most 128)")
+        clinical = _clinical_fields(form)
+        try:
+            record = await asyncio.to_thread(scorer.score_photo, data, clinical, patient_id=patient_id,
+                                             requested_by=who.name)
+        except PhotoRejected as exc:
+            raise HTTPException(422, f"photo rejected: {exc}") from None
+        except NotAvailableError as exc:
+            raise HTTPException(503, str(exc)) from None
+        except DataError as exc:
+            raise HTTPException(422, str(exc)) from None
+        await asyncio.to_thread(ledger.append, record)  # the ledger's own lock orders it with batches
+        if upload_dir is not None and settings.upload_retention_s > 0:
+            await asyncio.to_thread(_keep_upload, upload_dir, record["score_id"], data,
+                                    PHOTO_TYPES[photo.content_type], settings.upload_retention_s)
+        _log_score(record, who, started)
+        return response_from_record(record)
+
+    @app.get("/v1/scores/{score_id}", response_model=ScoreWithLineage, tags=["scores"],
+             responses={**_ERRORS, 404: {"model": ErrorResponse, "description": "No such score"}})
+    async def get_score(score_id: str, _who: Principal = Depends(principal)) -> dict[str, Any]:
+        """A score with its full lineage record and its place in the ledger's hash chain."""
+        if not _SCORE_ID.match(score_id):
+            raise HTTPException(422, "score_id must be the 32 lower-case hex characters a score response returned")
+        entry = await asyncio.to_thread(ledger.get, score_id)
+        if entry is None:
+            raise HTTPException(404, f"no score {score_id} in the ledger")
+        return {"score": response_from_record(entry.record), "lineage": entry.record,
+                "ledger": {"seq": entry.seq, "hash": entry.hash, "prev_hash": entry.prev_hash}}
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    async def readyz() -> JSONResponse:
+        """Readiness: champion loaded, ledger reachable, feature store configured."""
+        problems = []
+        try:
+            await asyncio.to_thread(ledger.count)
+        except Exception as exc:  # noqa: BLE001 - reported, not raised
+            log.warning("readiness: ledger unreachable: %s", exc)
+            problems.append("ledger unreachable")
+        if scorer.read_features is None:
+            problems.append("no online feature store (id-based scoring unavailable)")
+        m = scorer.model
+        body = {"status": "ready" if not problems else "not ready", "problems": problems,
+                "model": {"name": m.name, "version": m.version, "alias": m.alias, "run_id": m.run_id},
+                "photo_scoring": scorer.embed_photo is not None, "batching": dict(batcher.stats)}
+        return JSONResponse(body, status_code=200 if not problems else 503)
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> RedirectResponse:
+        return RedirectResponse("/ui/")
+
+    app.mount("/ui", StaticFiles(directory=STATIC_DIR, html=True), name="ui")
+    return app
+
+
+def _check_image(data: bytes, expected_format: str, max_pixels: int) -> None:
+    """Header-only checks before anything decodes the pixels."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            fmt, (w, h) = img.format, img.size
+    except (UnidentifiedImageError, OSError, ValueError):
+        raise HTTPException(415, "photo: not a readable JPEG or PNG image") from None
+    except Image.DecompressionBombError:
+        raise HTTPException(413, f"photo has more than {max_pixels} pixels") from None
+    if fmt != expected_format:
+        raise HTTPException(415, f"photo: declared {expected_format} but the file is {fmt}")
+    if w * h > max_pixels:
+        raise HTTPException(413, f"photo has {w}x{h} = {w * h} pixels; the limit is {max_pixels}")
+
+
+def _clinical_fields(form: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in form.multi_items():
+        if key in ("photo", "patient_id"):
+            continue
+        if not _FIELD_NAME.match(key) or not isinstance(value, str):
+            raise HTTPException(422, f"field {key[:64]!r}: clinical fields are lower_snake_case text fields")
+        if key in out:
+            raise HTTPException(422, f"field {key!r} given twice")
+        try:
+            out[key] = float(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
+def _keep_upload(upload_dir: Path, score_id: str, data: bytes, fmt: str, retention_s: float) -> None:
+    upload_dir.mkdir(parents=True, exist_ok=True)
+    (upload_dir / f"{score_id}.{fmt.lower()}").write_bytes(data)
+    purge_uploads(upload_dir, retention_s)

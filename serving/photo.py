@@ -1,0 +1,96 @@
+"""A new photo -> aligned crop -> projected latent, with the models loaded once per server.
+
+Uses the same settings as the nightly embedding flow (params.align, params.generator,
+params.projection) and keys the projection seed by the photo's sha256 as the batch
+projection does, so an uploaded photo gets the latent the flow would give it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from typing import Any
+
+from facesurv.config import Params
+from serving.scoring import EmbeddedPhoto, PhotoRejected
+
+
+class PhotoPipeline:
+    """Callable image bytes -> EmbeddedPhoto. One photo at a time (dlib objects are not thread-safe)."""
+
+    def __init__(self, params: Params) -> None:
+        import torch
+
+        from embedding.align import AlignConfig, Aligner
+        from embedding.stylegan2 import GeneratorConfig, load_generator
+
+        self.params = params
+        self.aligner = Aligner(AlignConfig.from_object(params.align))
+        g = params.generator
+        cfg = GeneratorConfig(z_dim=g.z_dim, w_dim=g.w_dim, mapping_layers=g.mapping_layers,
+                              resolution=g.resolution, channel_base=g.channel_base, channel_max=g.channel_max,
+                              lr_multiplier=g.lr_multiplier)
+        p = params.projection
+        want = p.device
+        self.device = "cuda" if want == "cuda" or (want == "auto" and torch.cuda.is_available()) else "cpu"
+        self.G, self.generator_info = load_generator(g.checkpoint, config=cfg, seed=g.seed, device=self.device)
+        self.perceptual, self.perceptual_info = None, None
+        try:
+            from embedding.perceptual import load_perceptual
+
+            net, info = load_perceptual(params.perceptual.network, params.perceptual.vgg16_path,
+                                        resize=params.perceptual.resize)
+            self.perceptual, self.perceptual_info = net.to(self.device), info
+        except (OSError, ValueError):
+            if p.loss != "mse":
+                raise
+        self._lock = threading.Lock()
+
+    def settings(self) -> dict[str, Any]:
+        p = self.params.projection
+        return {"space": p.space, "steps": p.steps, "loss": p.loss, "learning_rate": p.learning_rate,
+                "noise_regularize": p.noise_regularize, "seed": p.seed, "device": self.device}
+
+    def __call__(self, image: bytes) -> EmbeddedPhoto:
+        import numpy as np
+        import torch
+        import torch.nn.functional as F
+
+        from embedding.align import align_bytes
+        from embedding.projection import project, stable_seed
+
+        sha = hashlib.sha256(image).hexdigest()
+        p = self.params.projection
+        with self._lock:
+            outcome = align_bytes(image, aligner=self.aligner)
+            if outcome.status != "aligned":
+                raise PhotoRejected(f"{outcome.reason}: {outcome.message}")
+            crop = torch.from_numpy(np.array(outcome.image, dtype=np.uint8)).permute(2, 0, 1)[None].float()
+            r = self.G.img_resolution
+            if crop.shape[-1] != r:
+                crop = F.interpolate(crop, size=(r, r), mode="area")
+            images = (crop / 127.5 - 1.0).to(self.device)
+            res = project(self.G, images, space=p.space, steps=p.steps, learning_rate=p.learning_rate,
+                          loss=p.loss, perceptual=self.perceptual, seed=[stable_seed(p.seed, sha)],
+                          noise_regularize=p.noise_regularize, initial_noise_factor=p.initial_noise_factor,
+                          noise_ramp_length=p.noise_ramp_length, lr_rampdown_length=p.lr_rampdown_length,
+                          lr_rampup_length=p.lr_rampup_length, device=self.device,
+                          mixed_precision=p.mixed_precision)
+        gi, pi = self.generator_info, self.perceptual_info
+        lineage = {
+            "aligner_version": self.aligner.version,
+            "landmark_model_sha256": self.aligner.models.landmarks.sha256,
+            "aligner_fingerprint": self.aligner.fingerprint,
+            "generator_sha256": gi.sha256,
+            "generator_is_random_init": gi.is_random_init,
+            "generator_source": gi.source,
+            "projection": {**self.settings(), "final_loss": float(res.final_loss[0]), "mse": float(res.mse[0]),
+                           "perceptual_loss": None if np.isnan(res.perceptual_loss[0])
+                           else float(res.perceptual_loss[0]),
+                           "perceptual_network": pi.network if pi else None,
+                           "perceptual_is_stand_in": pi.is_stand_in if pi else None},
+        }
+        latent = res.latents[0]
+        if latent.ndim != 1:  # w+: the model was trained on one vector per photo
+            latent = res.w[0]
+        return EmbeddedPhoto(latent=[float(x) for x in latent], lineage=lineage)

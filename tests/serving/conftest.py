@@ -1,0 +1,102 @@
+"""Serving fixtures: one real MLflow registry with a real champion per session, apps, a live server."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from tests.serving.reference_champion import FEATURES, cohort, register_reference_champion
+
+MODEL_NAME = "facesurv-prognosis"
+TOKEN = "test-token-0123456789abcdef"
+
+
+@pytest.fixture(scope="session")
+def champion_registry(tmp_path_factory, repo_root):
+    """A session workspace whose MLflow store (mlflow/mlflow.db) holds a champion."""
+    from facesurv.workspace import Workspace
+
+    root = tmp_path_factory.mktemp("serving-ws")
+    shutil.copyfile(repo_root / "params.yaml", root / "params.yaml")
+    ws = Workspace(root)
+    uri = register_reference_champion(ws.mlflow_dir, model_name=MODEL_NAME)
+    return SimpleNamespace(workspace=ws, tracking_uri=uri, model_name=MODEL_NAME, cohort=cohort(), features=FEATURES)
+
+
+@pytest.fixture(scope="session")
+def champion(champion_registry):
+    from serving.scoring import load_champion
+
+    return load_champion(champion_registry.model_name, tracking_uri=champion_registry.tracking_uri)
+
+
+@pytest.fixture(scope="session")
+def feature_reader(champion_registry):
+    from serving.scoring import DataFrameFeatureReader
+
+    return DataFrameFeatureReader(champion_registry.cohort, feature_columns=champion_registry.features,
+                                  timestamp_column="record_known_at", feature_service="prognosis_v1")
+
+
+@pytest.fixture()
+def make_app(champion, feature_reader, params, tmp_path, repo_root):
+    """Build an app over the session champion and a fresh SQLite ledger; returns (app, ledger)."""
+    import dataclasses
+
+    from serving.app import create_app
+    from serving.auth import TokenStore
+    from serving.ledger import SQLiteLedger
+    from serving.scoring import LineageContext, Scorer, dvc_photo_version, git_sha
+
+    opened = []
+
+    def build(*, read_features=feature_reader, embed_photo=None, upload_dir=None, **serving):
+        ledger = SQLiteLedger(tmp_path / f"ledger-{len(opened)}.db")
+        opened.append(ledger)
+        ctx = LineageContext(code_version=git_sha(repo_root), params_hash=params.params_hash,
+                             photo_data=dvc_photo_version(tmp_path / "data"))
+        scorer = Scorer(model=champion, read_features=read_features, context=ctx, embed_photo=embed_photo)
+        tokens = TokenStore()
+        tokens.add(TOKEN, "tester")
+        settings = dataclasses.replace(params.serving, **serving)
+        return create_app(scorer=scorer, ledger=ledger, tokens=tokens, settings=settings,
+                          pseudonym_key=b"k" * 32, upload_dir=upload_dir), ledger
+
+    yield build
+    for led in opened:
+        led.close()
+
+
+@pytest.fixture()
+def auth():
+    return {"Authorization": f"Bearer {TOKEN}"}
+
+
+@contextlib.contextmanager
+def live_server(app):
+    """Run the app under a real uvicorn on a free loopback port; yields the base URL."""
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(15)
+        sock.close()

@@ -1,0 +1,57 @@
+"""Train and register a small real champion (CoxPH on gbsg2 numeric covariates) in an MLflow
+registry: used by the serving tests and benchmarks/serving_load.py until the training
+part's champion is wired in. Real MLflow, real scikit-survival, nothing mocked."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+FEATURES = ["age", "estrec", "pnodes", "progrec", "tsize"]
+CODE = Path(__file__).with_name("coxph_pyfunc.py")
+
+
+def cohort():
+    from features.cohort import import_cohort
+
+    return import_cohort("gbsg2", seed=0, admission_start="2012-01-01", admission_span_days=1460,
+                         record_lag_days=14)
+
+
+def register_reference_champion(root: Path, *, model_name: str, horizons=(365, 1095, 1825)) -> str:
+    """Register version 1 of `model_name` with alias champion under root; returns the tracking URI."""
+    import mlflow
+    import numpy as np
+    from mlflow.models import infer_signature
+    from sksurv.linear_model import CoxPHSurvivalAnalysis
+    from sksurv.util import Surv
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    df = cohort()
+    X = df[FEATURES].to_numpy(dtype=float)
+    y = Surv.from_arrays(event=df["event"].astype(bool), time=df["time_days"])
+    est = CoxPHSurvivalAnalysis(alpha=1e-4).fit(X, y)
+    state = {"estimator": est, "columns": FEATURES, "train_risk": est.predict(X).tolist(),
+             "horizons": list(horizons)}
+    pkl = root / "estimator.pkl"
+    pkl.write_bytes(pickle.dumps(state))
+
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    exp = mlflow.create_experiment("serving-reference", artifact_location=(root / "artifacts").as_uri())
+    example = df[FEATURES].head(3)
+    out = {"risk_score": np.zeros(3), "risk_percentile": np.zeros(3),
+           **{f"survival_{h}d": np.zeros(3) for h in horizons}}
+    import pandas as pd
+
+    with mlflow.start_run(experiment_id=exp):
+        mlflow.pyfunc.log_model(name="model", python_model=str(CODE), artifacts={"estimator": str(pkl)},
+                                signature=infer_signature(example, pd.DataFrame(out)),
+                                registered_model_name=model_name,
+                                # explicit: skips MLflow's requirement inference (a slow subprocess)
+                                pip_requirements=["mlflow", "scikit-survival", "pandas"])
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client.set_registered_model_alias(model_name, "champion", "1")
+    return uri

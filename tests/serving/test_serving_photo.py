@@ -1,0 +1,65 @@
+"""POST /v1/scores/photo with the real aligner (dlib) and projection (random-init generator stand-in)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+
+import pytest
+from fastapi.testclient import TestClient
+
+pytestmark = pytest.mark.slow
+
+CLINICAL = {"age": "61", "estrec": "20", "pnodes": "3", "progrec": "40", "tsize": "25", "sex": "female"}
+
+
+@pytest.fixture(scope="module")
+def pipeline(params):
+    from serving.photo import PhotoPipeline
+
+    quick = dataclasses.replace(params, projection=dataclasses.replace(params.projection, steps=2))
+    return PhotoPipeline(quick)
+
+
+def test_photo_scoring_records_photo_lineage_and_keeps_upload_for_retention(make_app, pipeline, auth,
+                                                                             shared_dir, tmp_path):
+    photo = (shared_dir / "faces" / "astronaut.png").read_bytes()
+    dogs = (shared_dir / "faces" / "dogs.jpg").read_bytes()
+    uploads = tmp_path / "uploads"
+    app, ledger = make_app(embed_photo=pipeline, upload_dir=uploads, upload_retention_s=3600)
+    with TestClient(app) as c:
+        r = c.post("/v1/scores/photo", files={"photo": ("a.png", photo, "image/png")},
+                   data={"patient_id": "new-1", **CLINICAL}, headers=auth)
+        no_face = c.post("/v1/scores/photo", files={"photo": ("d.jpg", dogs, "image/jpeg")},
+                         data={"patient_id": "new-2", **CLINICAL}, headers=auth)
+        lacking = c.post("/v1/scores/photo", files={"photo": ("a.png", photo, "image/png")},
+                         data={"patient_id": "new-3", "age": "61"}, headers=auth)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["inputs"] == "photo_upload" and len(body["survival"]) == 3
+    rec = ledger.get(body["score_id"]).record
+    inp = rec["inputs"]
+    assert inp["photo"]["sha256"] == hashlib.sha256(photo).hexdigest()
+    assert inp["alignment"]["aligner_version"] == "facesurv-align-ffhq-1"
+    assert len(inp["alignment"]["landmark_model_sha256"]) == 64
+    assert inp["generator"]["is_random_init"] is True and len(inp["generator"]["sha256"]) == 64
+    assert inp["projection"]["steps"] == 2 and inp["projection"]["final_loss"] > 0
+    assert inp["clinical"]["age"] == 61.0 and inp["clinical"]["sex"] == "female"
+    assert [p.name for p in uploads.iterdir()] == [f"{body['score_id']}.png"]
+
+    assert no_face.status_code == 422
+    assert no_face.json()["error"]["message"].startswith("photo rejected: no_face")
+    assert lacking.status_code == 422
+    assert "missing clinical field(s) estrec, pnodes, progrec, tsize" in lacking.json()["error"]["message"]
+    assert ledger.count() == 1 and ledger.verify().ok
+
+
+def test_photo_uploads_not_written_with_zero_retention(make_app, pipeline, auth, shared_dir, tmp_path):
+    photo = (shared_dir / "faces" / "astronaut.png").read_bytes()
+    uploads = tmp_path / "uploads0"
+    app, _ = make_app(embed_photo=pipeline, upload_dir=uploads, upload_retention_s=0)
+    with TestClient(app) as c:
+        r = c.post("/v1/scores/photo", files={"photo": ("a.png", photo, "image/png")},
+                   data={"patient_id": "new-1", **CLINICAL}, headers=auth)
+    assert r.status_code == 200, r.text
+    assert not uploads.exists()

@@ -1,0 +1,153 @@
+"""End-to-end training: Table 1, MLflow runs, dataset inputs, registry aliases, the served pyfunc, promotion."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from facesurv.errors import DataError
+
+
+def test_table1_has_every_model_with_cis(trained):
+    res, _ = trained
+    t = res.table1.set_index("model")
+    assert list(t.index) == ["coxph_clinical", "coxnet_latent", "fusion"]
+    for m in t.index:
+        assert t.loc[m, "c_index_lo"] <= t.loc[m, "c_index"] <= t.loc[m, "c_index_hi"]
+        assert 0 < t.loc[m, "ibs"] < 0.5
+    # the latents carry most of the signal; fusion keeps it
+    assert t.loc["coxnet_latent", "c_index"] > t.loc["coxph_clinical", "c_index"]
+    assert t.loc["fusion", "c_index"] > 0.7
+    assert res.health_direction is not None and res.health_direction.shape == (16,)
+
+
+def test_mlflow_parent_and_nested_runs_with_datasets(trained, mlflow_store):
+    from mlflow import MlflowClient
+
+    res, _ = trained
+    client = MlflowClient(tracking_uri=mlflow_store[0])
+    parent = client.get_run(res.parent_run_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["split_id"] == res.split.split_id
+    assert parent.data.tags["dvc.photos"] == "md5-photos-1"
+    children = client.search_runs([parent.info.experiment_id],
+                                  filter_string=f"tags.`mlflow.parentRunId` = '{res.parent_run_id}'")
+    assert {r.info.run_name for r in children} == {"coxph_clinical", "coxnet_latent", "fusion"}
+    fusion = next(r for r in children if r.info.run_name == "fusion")
+    assert "c_index_lo" in fusion.data.metrics and "brier_365d" in fusion.data.metrics
+    arts = {a.path for a in client.list_artifacts(fusion.info.run_id, "figures")}
+    assert {"figures/fusion_calibration.png", "figures/fusion_km_tertiles.png",
+            "figures/fusion_cindex_by_cancer_type.png"} <= arts
+    inputs = parent.inputs.dataset_inputs
+    assert {i.dataset.name for i in inputs} == {f"prognosis_v1-training-{res.split.split_id}",
+                                                f"prognosis_v1-testing-{res.split.split_id}"}
+    tags = {t.key: t.value for t in inputs[0].tags}
+    assert tags["feature_service"] == "prognosis_v1" and tags["dvc.clinical"] == "md5-clinical-1"
+
+
+def test_registered_versions_are_challengers_with_signatures(trained, mlflow_store):
+    from mlflow import MlflowClient
+
+    res, _ = trained
+    client = MlflowClient(tracking_uri=mlflow_store[0], registry_uri=mlflow_store[0])
+    assert set(res.model_versions) == {"test-prognosis", "test-prognosis-coxph-clinical",
+                                       "test-prognosis-coxnet-latent"}
+    for name, version in res.model_versions.items():
+        mv = client.get_model_version_by_alias(name, "challenger")
+        assert str(mv.version) == version and mv.tags["split_id"] == res.split.split_id
+        assert float(mv.tags["test.c_index"]) == pytest.approx(res.evaluations[mv.tags["facesurv.model"]].point["c_index"])
+
+
+def test_served_pyfunc_contract(trained, mlflow_store, cohort_df, fast_params):
+    import mlflow
+
+    res, _ = trained
+    mlflow.set_tracking_uri(mlflow_store[0])
+    model = mlflow.pyfunc.load_model("models:/test-prognosis@challenger")
+    inputs = {c.name for c in model.metadata.signature.inputs.inputs}
+    assert {"age", "sex", "cancer_type", "pnodes", "tgrade", "latent"} <= inputs
+    request = cohort_df.drop(columns=["time_days", "event"]).head(6).copy()
+    request["latent"] = [list(map(float, v)) for v in request["latent"]]  # JSON-like lists work too
+    out = model.predict(request)
+    assert list(out.columns) == ["risk_score", "risk_percentile", "survival_365d", "survival_1095d", "survival_1825d"]
+    assert out["risk_percentile"].between(0, 100).all()
+    s = out[["survival_365d", "survival_1095d", "survival_1825d"]].to_numpy()
+    assert np.all((s > 0) & (s <= 1)) and np.all(np.diff(s, axis=1) <= 0)
+    np.testing.assert_allclose(out["risk_score"], res.models["fusion"].predict_risk(request), rtol=1e-9)
+    from training.pyfunc import health_direction_of, load_served
+
+    _, inner = load_served(mlflow_store[0], "test-prognosis", "challenger")
+    np.testing.assert_allclose(health_direction_of(inner), res.health_direction)
+    # higher risk score -> lower survival
+    assert np.all(np.diff(s[np.argsort(out["risk_score"].to_numpy()), 1]) <= 1e-12)
+
+
+def test_promotion_rules_and_records(trained, cohort_df, mlflow_store, fast_params):
+    from mlflow import MlflowClient
+
+    from facesurv.config import with_overrides
+    from training.pipeline import train
+    from training.registry import promote
+
+    res, split_path = trained
+    uri, art = mlflow_store
+    kw = dict(tracking_uri=uri, model_name="test-prognosis", metric="c_index", margin=0.005,
+              experiment="facesurv-training", artifact_root=art)
+    first = promote(**kw)
+    assert first.promoted and first.reason == "no champion yet" and first.challenger_version == res.served_version
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    assert str(client.get_model_version_by_alias("test-prognosis", "champion").version) == res.served_version
+    again = promote(**kw)
+    assert not again.promoted and "already the champion" in again.reason
+
+    # a clinical-only challenger on the same frozen split: scored against the champion, and kept
+    weak = with_overrides(fast_params, training={"models": ["coxph_clinical"], "fusion_members": ["coxph_clinical"]})
+    res2 = train(cohort_df.drop(columns=["latent"]), params=weak, tracking_uri=uri, artifact_root=art,
+                 split_path=split_path, data_versions={"clinical": "md5-clinical-1"})
+    assert res2.split.split_id == res.split.split_id
+    assert res2.champion_comparison["version"] == res.served_version
+    assert "error" in res2.champion_comparison  # the champion needs latents this data lacks
+    with pytest.raises(DataError, match="was not scored on the challenger's test split"):
+        promote(**kw)
+    # same data with latents: the champion is re-scored on the same patients, the weaker challenger is kept
+    res3 = train(cohort_df, params=weak, tracking_uri=uri, artifact_root=art, split_path=split_path)
+    champ_c = res3.champion_comparison["metrics"]["c_index"]
+    assert champ_c == pytest.approx(res.evaluations["fusion"].point["c_index"])
+    kept = promote(**kw)
+    assert not kept.promoted and kept.champion_version == res.served_version
+    assert kept.champion_metric == pytest.approx(champ_c)
+    mv = client.get_model_version("test-prognosis", res3.served_version)
+    assert mv.tags["promotion.decision"] == "kept" and mv.tags["promotion.compared_to"] == res.served_version
+    run = client.get_run(kept.run_id)
+    assert run.data.tags["promotion.decision"] == "kept" and "challenger_c_index" in run.data.metrics
+    assert {a.path for a in client.list_artifacts(kept.run_id)} >= {"promotion.json", "promotion.png"}
+    assert str(client.get_model_version_by_alias("test-prognosis", "champion").version) == res.served_version
+
+
+@pytest.mark.parametrize(("challenger", "champion", "metric", "expected"), [
+    (0.80, None, "c_index", True),
+    (0.80, 0.79, "c_index", True),
+    (0.793, 0.79, "c_index", False),
+    (0.15, 0.16, "ibs", True),
+    (0.158, 0.16, "ibs", False),
+])
+def test_decision_rule(challenger, champion, metric, expected):
+    from training.registry import decide
+
+    assert decide(challenger_metric=challenger, champion_metric=champion, metric=metric, margin=0.005)[0] is expected
+
+
+def test_table1_text_formats_cis(trained):
+    from training.pipeline import table1_text_rows
+
+    header, rows = table1_text_rows(trained[0].table1, [365, 1095, 1825])
+    assert header[3] == "Harrell C" and len(rows) == 3
+    assert rows[0][3].count("(") == 1 and "-" in rows[0][3]
+
+
+def test_no_champion_and_no_challenger_is_a_clear_error(mlflow_store):
+    from training.registry import promote
+
+    with pytest.raises(DataError, match="has no 'challenger' version; run `facesurv train` first"):
+        promote(tracking_uri=mlflow_store[0], model_name="never-trained", metric="c_index", margin=0.0,
+                experiment="facesurv-training", artifact_root=mlflow_store[1])
