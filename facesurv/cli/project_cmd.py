@@ -1,0 +1,246 @@
+"""`facesurv project ALIGNED_DIR OUT_DIR`: one StyleGAN2 latent per aligned photo, in OUT_DIR/latents.parquet."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from facesurv.cli.common import WorkspaceOpt, console, open_workspace, out
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+FAILURE_COLUMNS = ("photo_id", "path", "reason")
+
+
+def list_photos(aligned_dir: Path) -> tuple[list[tuple[str, str]], int]:
+    """(photo_id, path) pairs to project and how many manifest rows were quarantined.
+
+    An `align` output (manifest.csv) gives its aligned rows; otherwise every image file in the
+    folder, photo_id = file stem.
+    """
+    from facesurv.errors import DataError
+
+    if not aligned_dir.is_dir():
+        raise DataError(f"{aligned_dir}: no such directory (give the folder `facesurv align` wrote, "
+                        "or a folder of aligned images)")
+    manifest = aligned_dir / "manifest.csv"
+    if manifest.is_file():
+        with manifest.open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+        if rows and not {"photo_id", "status"} <= set(rows[0]):
+            raise DataError(f"{manifest}: expected columns photo_id and status (an align manifest)")
+        photos = [(r["photo_id"], str(aligned_dir / (r.get("output_file") or f"{r['photo_id']}.png")))
+                  for r in rows if r["status"] == "aligned"]
+        return photos, sum(r["status"] != "aligned" for r in rows)
+    files = sorted(p for p in aligned_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    stems = [p.stem for p in files]
+    if len(set(stems)) != len(stems):
+        dup = sorted({s for s in stems if stems.count(s) > 1})[:3]
+        raise DataError(f"{aligned_dir}: several files share a photo_id (file stem): {', '.join(dup)}; "
+                        "keep one image per photo_id")
+    return [(p.stem, str(p)) for p in files], 0
+
+
+def _resolve_device(device: str) -> str:
+    import torch
+
+    from facesurv.errors import ConfigError
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("projection.device is cuda but no CUDA device is available; use auto or cpu")
+    return device
+
+
+def stand_in_statement(ginfo, pinfo) -> str:
+    parts = []
+    if ginfo.is_random_init:
+        parts.append(f"generator: {ginfo.description}")
+    if pinfo.is_stand_in:
+        parts.append(f"perceptual network: {pinfo.description}")
+    if not parts:
+        return "no stand-ins: user-provided generator and ImageNet VGG-16 weights"
+    return "STAND-INS IN USE. " + " | ".join(parts)
+
+
+def latents_table(run, *, space: str, steps: int, loss: str, ginfo, pinfo, settings: dict, latent_dim: int):
+    """The latents.parquet table (pyarrow) with the lineage and stand-in statement in its metadata."""
+    import numpy as np
+    import pyarrow as pa
+
+    n = len(run.results)
+    lat = np.stack([r.latent for r in run.results]) if n else np.zeros((0, latent_dim), np.float32)
+    w = np.stack([r.w for r in run.results]) if n else np.zeros((0, latent_dim), np.float32)
+    layers = None
+    if space == "w+":
+        layers = lat.reshape(n, -1)
+        lat = lat.mean(axis=1) if n else lat.reshape(0, latent_dim)
+    if lat.shape[1] != latent_dim:
+        from facesurv.errors import DataError
+
+        raise DataError(f"latents have {lat.shape[1]} dimensions but the table holds {latent_dim}; "
+                        "use a generator with z_dim = w_dim = 512")
+
+    def fixed(a):
+        a = np.ascontiguousarray(a, dtype=np.float32)
+        return pa.FixedSizeListArray.from_arrays(pa.array(a.reshape(-1), pa.float32()), a.shape[1])
+
+    def col(name):
+        return pa.array([getattr(r, name) for r in run.results], pa.float64())
+
+    columns = {
+        "photo_id": pa.array([r.photo_id for r in run.results], pa.string()),
+        "latent": fixed(lat),
+        "space": pa.array([space] * n, pa.string()),
+        "steps": pa.array([steps] * n, pa.int32()),
+        "perceptual_loss": col("perceptual_loss"),
+        "mse": col("mse"),
+        "generator_sha256": pa.array([ginfo.sha256] * n, pa.string()),
+        "generator_is_random_init": pa.array([ginfo.is_random_init] * n, pa.bool_()),
+        "perceptual_network": pa.array([pinfo.network] * n, pa.string()),
+        "perceptual_is_stand_in": pa.array([pinfo.is_stand_in] * n, pa.bool_()),
+        "photo_sha256": pa.array([r.photo_sha256 for r in run.results], pa.string()),
+        "loss": pa.array([loss] * n, pa.string()),
+        "initial_loss": col("initial_loss"),
+        "final_loss": col("final_loss"),
+        "w": fixed(w),
+    }
+    if layers is not None:
+        columns["latent_layers"] = pa.array(list(layers), pa.list_(pa.float32()))
+    metadata = {
+        "facesurv.stand_in": stand_in_statement(ginfo, pinfo),
+        "facesurv.generator": json.dumps({"source": ginfo.source, "sha256": ginfo.sha256,
+                                          "is_random_init": ginfo.is_random_init, "description": ginfo.description,
+                                          "config": ginfo.config}, default=str),
+        "facesurv.perceptual": json.dumps({"network": pinfo.network, "source": pinfo.source, "sha256": pinfo.sha256,
+                                           "is_stand_in": pinfo.is_stand_in, "description": pinfo.description}),
+        "facesurv.projection": json.dumps(settings, sort_keys=True, default=str),
+        "facesurv.run_key": run.run_key,
+    }
+    table = pa.table(columns)
+    return table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
+
+
+def project(
+    aligned_dir: Annotated[Path, typer.Argument(help="Folder of aligned photos (`facesurv align` output with "
+                                                      "manifest.csv, or image files named <photo_id>.png).")],
+    out_dir: Annotated[Path, typer.Argument(help="Where latents.parquet, failures.csv and shards/ go.")],
+    space: Annotated[str | None, typer.Option(help="z (the paper's) | w (NVIDIA's) | w+ (default: projection.space).")] = None,
+    steps: Annotated[int | None, typer.Option(help="Optimisation steps (default: projection.steps).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Photos per batch (default: projection.batch_size).")] = None,
+    loss: Annotated[str | None, typer.Option(help="mse | perceptual | mse+perceptual (default: projection.loss).")] = None,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Embed every aligned photo as a StyleGAN2 latent by gradient descent (resumable: reruns skip finished batches)."""
+    from facesurv.atomic import atomic_path, ensure_writable_dir
+    from facesurv.config import with_overrides
+    from facesurv.errors import ConfigError, DataError, NotAvailableError
+
+    ws, params = open_workspace(workspace)
+    params = with_overrides(params, projection={"space": space, "steps": steps, "batch_size": batch_size,
+                                                "loss": loss})
+    pp, perc = params.projection, params.perceptual
+    photos, quarantined = list_photos(aligned_dir)
+    if not photos:
+        raise DataError(f"{aligned_dir}: no aligned photos to project"
+                        f"{f' ({quarantined} quarantined by alignment)' if quarantined else ''}")
+    ensure_writable_dir(out_dir)
+
+    import torch  # noqa: F401 - heavy, only once the input is known good
+
+    from embedding.perceptual import load_perceptual
+    from embedding.project_batch import PhotoInput, project_photos
+    from facesurv.cli.generator_cmd import load_workspace_generator
+
+    device = _resolve_device(pp.device)
+    G, ginfo = load_workspace_generator(ws, params, device=device)
+    vgg_path = perc.vgg16_path
+    if vgg_path is not None and not Path(vgg_path).expanduser().is_absolute():
+        vgg_path = str(ws.root / vgg_path)
+    try:
+        net, pinfo = load_perceptual(perc.network, vgg_path, resize=perc.resize)
+    except FileNotFoundError as exc:
+        raise NotAvailableError(str(exc)) from None
+    except ValueError as exc:
+        raise ConfigError(f"perceptual network: {exc}") from None
+    net = net.to(device)
+    for line in stand_in_statement(ginfo, pinfo).split(" | "):
+        console.print(f"[yellow]warning:[/yellow] {line}" if "STAND-IN" in line or "random" in line.lower() else line,
+                      highlight=False)
+
+    settings = {"space": pp.space, "steps": pp.steps, "learning_rate": pp.learning_rate, "loss": pp.loss,
+                "noise_regularize": pp.noise_regularize, "initial_noise_factor": pp.initial_noise_factor,
+                "noise_ramp_length": pp.noise_ramp_length, "lr_rampdown_length": pp.lr_rampdown_length,
+                "lr_rampup_length": pp.lr_rampup_length, "noise_mode": pp.noise_mode, "z_init": pp.z_init,
+                "w_avg_samples": pp.w_avg_samples, "mse_weight": pp.mse_weight, "batch_multiple": pp.batch_multiple,
+                "clamp_output": pp.clamp_output}
+    console.print(f"projecting {len(photos)} photos in {pp.space} space, {pp.steps} steps, loss {pp.loss}, "
+                  f"batch {pp.batch_size}, on {device}", highlight=False)
+
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False) as bar:
+        task = bar.add_task("projecting", total=len(photos))
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        try:
+            run = project_photos(
+                G, [PhotoInput(pid, path) for pid, path in photos], shard_dir=out_dir / "shards",
+                generator_sha256=ginfo.sha256, settings=settings, batch_size=pp.batch_size, seed=pp.seed,
+                perceptual=net, perceptual_sha256=pinfo.sha256, device=device,
+                mixed_precision=pp.mixed_precision, progress=progress,
+                warn=lambda msg: console.print(f"[yellow]warning:[/yellow] {msg}", highlight=False))
+        except ValueError as exc:
+            raise DataError(str(exc)) from None
+
+    table = latents_table(run, space=pp.space, steps=pp.steps, loss=pp.loss, ginfo=ginfo, pinfo=pinfo,
+                          settings={**settings, "seed": pp.seed, "batch_size": pp.batch_size,
+                                    "mixed_precision": pp.mixed_precision, "device": device},
+                          latent_dim=G.w_dim if pp.space != "z" else G.z_dim)
+    import pyarrow.parquet as pq
+
+    with atomic_path(out_dir / "latents.parquet") as tmp:
+        pq.write_table(table, tmp)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(FAILURE_COLUMNS)
+    for f in run.failures:
+        writer.writerow((f.photo_id, f.path, f.reason))
+    with atomic_path(out_dir / "failures.csv") as tmp:
+        tmp.write_text(buf.getvalue(), encoding="utf-8")
+
+    if len(run.results):
+        import numpy as np
+
+        mse = np.array([r.mse for r in run.results])
+        init = np.array([r.initial_loss for r in run.results])
+        fin = np.array([r.final_loss for r in run.results])
+        summary = f"; {pp.loss} loss median {np.median(init):.4g} -> {np.median(fin):.4g}, pixel MSE median {np.median(mse):.4g}"
+    else:
+        summary = ""
+    out.print(f"wrote {out_dir / 'latents.parquet'}: {len(run.results)} photos ({run.projected} projected, "
+              f"{run.reused} reused from shards){summary}", highlight=False)
+    if run.failures:
+        for f in run.failures[:5]:
+            console.print(f"  failed {f.photo_id}: {f.reason}", highlight=False)
+        raise DataError(f"{len(run.failures)} of {len(photos)} photos could not be projected (listed in "
+                        f"{out_dir / 'failures.csv'}); the other {len(run.results)} are in latents.parquet. "
+                        "Fix or remove those files and rerun: finished photos are reused")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("project")(project)
