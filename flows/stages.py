@@ -1,0 +1,121 @@
+"""The DVC pipeline's stages (dvc.yaml): `python -m flows.stages STAGE [--root DIR]`.
+
+Each stage reads params.yaml from the current directory (the DVC repository root) and calls
+the same steps as the Prefect flows (flows/steps.py, flows/embedding_steps.py,
+flows/training_steps.py) on the workspace DIR (default `pipeline`). DVC owns the versioning
+here (its outs), so the stages do not use the workspace's own data repository.
+
+    cohort:   facesurv cohort synth (in dvc.yaml) -> DIR/cohort
+    align     DIR/cohort -> DIR/data/{prealigned,photos,clinical} + DIR/artifacts/aligned
+    project   -> DIR/artifacts/latents
+    features  -> DIR/artifacts/contracts + DIR/feature_repo (written and materialised)
+    train     -> DIR/artifacts/training (training set, metrics, promotion), DIR/mlflow (runs, registry)
+    evaluate  -> DIR/metrics.json (what `dvc metrics show` prints)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from facesurv.atomic import atomic_path
+from facesurv.config import Params, load_params
+from facesurv.errors import FacesurvError
+from facesurv.workspace import Workspace
+from flows import embedding_steps, steps, training_steps
+
+DEMO_FACE = "astronaut"  # scikit-image's public-domain portrait: the one photo that goes through alignment
+
+
+def _demo_face(target_dir: Path) -> Path:
+    import skimage.data
+    from PIL import Image
+
+    target_dir.mkdir(parents=True, exist_ok=True)
+    path = target_dir / f"{DEMO_FACE}.png"
+    Image.fromarray(skimage.data.astronaut()).save(path)
+    return path
+
+
+def stage_align(ws: Workspace, params: Params) -> None:
+    """Lay the cohort out as the flow's data directory, then align the raw photos."""
+    cohort = ws.root / "cohort"
+    if not (cohort / "clinical.csv").is_file():
+        raise FacesurvError(f"{cohort}: no cohort; run the `cohort` stage first (dvc repro cohort)")
+    data = ws.data_dir
+    if data.exists():
+        shutil.rmtree(data)
+    shutil.copytree(cohort / "photos", data / "prealigned")  # rendered portraits: declared aligned
+    (data / "clinical").mkdir(parents=True)
+    shutil.copyfile(cohort / "clinical.csv", data / "clinical" / "cohort.csv")
+    _demo_face(data / "photos")
+    for source in embedding_steps.pending_alignment(ws, params):
+        embedding_steps.align_one(ws, params, source)
+    embedding_steps.write_manifest(ws)
+
+
+def stage_project(ws: Workspace, params: Params) -> None:
+    for batch in embedding_steps.pending_batches(ws, params):
+        embedding_steps.project_batch(ws, params, batch)
+
+
+def stage_features(ws: Workspace, params: Params) -> None:
+    steps.validate_file(ws, params, "manifest", embedding_steps.Layout(ws).aligned / "manifest.csv")
+    valid_clinical = [steps.validate_file(ws, params, "clinical", p) for p in steps.clinical_files(ws)]
+    valid_latents = [steps.validate_file(ws, params, "latents", p)
+                     for p in embedding_steps.latent_batch_files(ws, params)]
+    steps.apply_features(ws, params)
+    steps.write_clinical(ws, params, valid_clinical)
+    rows = embedding_steps.join_latent_rows(ws, params, valid_clinical, valid_latents)
+    embedding_steps.write_latents(ws, params, rows)
+    steps.materialize(ws, params)
+
+
+def stage_train(ws: Workspace, params: Params) -> None:
+    from flows.lineage import code_version
+
+    frame = training_steps.build_training_set(ws, params)
+    lineage = {"data_rev": "dvc-pipeline", "code_version": code_version(), "params_hash": params.params_hash}
+    result = training_steps.train(ws, params, frame, lineage)
+    training_steps.write_metrics(ws, result)
+    # promotion writes to the MLflow store, an out of this stage: doing it here keeps the
+    # evaluate stage from changing another stage's outs (which would make every repro retrain)
+    decision = training_steps.promote(ws, params)
+    with atomic_path(training_steps.training_dir(ws) / "promotion.json") as tmp:
+        tmp.write_text(json.dumps(decision, indent=1, sort_keys=True, default=str))
+
+
+def stage_evaluate(ws: Workspace, params: Params) -> None:
+    """metrics.json: C-index (with CI), Uno's C and IBS per model, and the promotion decision."""
+    summary = json.loads((training_steps.training_dir(ws) / "metrics.json").read_text())
+    decision = json.loads((training_steps.training_dir(ws) / "promotion.json").read_text())
+    metrics = {"models": summary["models"],
+               "promotion": {"promoted": bool(decision.get("promoted")), "reason": str(decision.get("reason"))}}
+    with atomic_path(ws.root / "metrics.json") as tmp:
+        tmp.write_text(json.dumps(metrics, indent=1, sort_keys=True))
+
+
+STAGES = {"align": stage_align, "project": stage_project, "features": stage_features,
+          "train": stage_train, "evaluate": stage_evaluate}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m flows.stages", description=__doc__.splitlines()[0])
+    ap.add_argument("stage", choices=sorted(STAGES))
+    ap.add_argument("--root", default="pipeline", help="the pipeline's workspace directory")
+    ap.add_argument("--params", default="params.yaml")
+    args = ap.parse_args(argv)
+    try:
+        params = load_params(Path(args.params))
+        STAGES[args.stage](Workspace(Path(args.root).resolve()), params)
+    except FacesurvError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

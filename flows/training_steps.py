@@ -1,0 +1,116 @@
+"""Training steps: the point-in-time training set from Feast, then training/'s functions.
+
+The entity dataframe is built from the valid clinical records: one row per patient, the
+reference time being the later of photo and record time (both features exist by then),
+with the survival label carried along (never a feature).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from facesurv.atomic import atomic_path
+from facesurv.config import Params
+from facesurv.errors import DataError
+from facesurv.workspace import Workspace
+from flows.available import require
+from flows.steps import Layout, read_valid_clinical
+
+
+def training_dir(ws: Workspace) -> Path:
+    return ws.artifacts_dir / "training"
+
+
+def valid_clinical_files(ws: Workspace) -> list[Path]:
+    d = Layout(ws).contracts / "clinical"
+    return sorted(d.glob("*/valid.csv")) if d.is_dir() else []
+
+
+def entity_frame(ws: Workspace) -> Any:
+    import pandas as pd
+
+    files = valid_clinical_files(ws)
+    if not files:
+        raise DataError(f"{ws.root}: no validated clinical records; run the nightly-embedding flow first")
+    df = read_valid_clinical(files)
+    ref = pd.concat([pd.to_datetime(df["photo_taken_at"], utc=True, format="ISO8601"),
+                     pd.to_datetime(df["record_known_at"], utc=True, format="ISO8601")], axis=1).max(axis=1)
+    ent = pd.DataFrame({"patient_id": df["patient_id"].astype(str), "event_timestamp": ref,
+                        "time_days": df["time_days"], "event": df["event"]})
+    # a corrected record supersedes the older one of the same patient
+    return ent.sort_values("event_timestamp").drop_duplicates("patient_id", keep="last").reset_index(drop=True)
+
+
+def model_frame(frame: Any, base: str) -> Any:
+    """The columns training takes (INTERFACES): ids, covariates, the latent and the label.
+
+    Feast also returns the latent's provenance (losses, generator hash, ...); those describe
+    how a feature was made and must not become covariates.
+    """
+    from facesurv.types import CLINICAL_CORE_COVARIATES, SURVIVAL_COLUMNS
+    from features.cohort import covariate_columns
+
+    numeric, categorical = covariate_columns(base)
+    keep = ["patient_id", *CLINICAL_CORE_COVARIATES, *numeric, *categorical, "latent", *SURVIVAL_COLUMNS]
+    return frame[[c for c in keep if c in frame.columns]]
+
+
+def build_training_set(ws: Workspace, params: Params) -> Path:
+    """Feast's point-in-time training set -> artifacts/training/training_set.parquet (+ report)."""
+    training_set = require("feature store", "training_set")
+    frame, report = training_set(ws.feature_repo_dir, entity_frame(ws), params)
+    out = training_dir(ws)
+    summary = report.to_dict() if hasattr(report, "to_dict") else {
+        k: v for k, v in vars(report).items() if isinstance(v, int | float | str)}
+    with atomic_path(out / "training_set_report.json") as tmp:
+        tmp.write_text(json.dumps(summary, default=str, indent=1))
+    with atomic_path(out / "training_set.parquet") as tmp:
+        model_frame(frame, params.cohort.base).to_parquet(tmp, index=False)
+    return out / "training_set.parquet"
+
+
+# --- training/ (issue 6) -------------------------------------------------------------------------
+
+def tracking_uri(ws: Workspace, params: Params) -> str:
+    tracking_uri_for = require("training", "tracking_uri_for", module="training.tracking")
+    return str(tracking_uri_for(params, ws.mlflow_dir))
+
+
+def train(ws: Workspace, params: Params, frame_path: Path, lineage: dict[str, Any]) -> Any:
+    """training.pipeline.train: fit, evaluate on the frozen split, track in MLflow, register
+    every model with alias `challenger`. The data versions it logs come from `lineage`."""
+    import pandas as pd
+
+    train_ = require("training", "train", module="training.pipeline")
+    versions = {f"md5.{k}": v for k, v in (lineage.get("data_md5") or {}).items()}
+    versions.update({"rev": lineage.get("data_rev") or "unversioned", "code": lineage.get("code_version", ""),
+                     "params_hash": lineage.get("params_hash", "")})
+    return train_(pd.read_parquet(frame_path), params=params, tracking_uri=tracking_uri(ws, params),
+                  data_versions=versions, feature_service=params.features.feature_service,
+                  split_path=ws.artifacts_dir / "splits" / "test_split.json",
+                  artifact_root=ws.mlflow_dir / "artifacts", out_dir=training_dir(ws) / "figures",
+                  register=True, data_source=str(frame_path))
+
+
+def write_metrics(ws: Workspace, result: Any) -> dict[str, Any]:
+    """artifacts/training/metrics.json: the evaluation per model (what `dvc metrics show` prints)."""
+    table = result.table1
+    keep = [c for c in ("c_index", "c_index_lo", "c_index_hi", "uno_c", "ibs") if c in table.columns]
+    metrics = {str(r["model"]): {k: (None if r[k] != r[k] else float(r[k])) for k in keep}
+               for r in table.to_dict("records")}
+    summary = {"models": metrics, "parent_run_id": result.parent_run_id,
+               "model_versions": dict(result.model_versions), "served_model_uri": result.served_model_uri}
+    with atomic_path(training_dir(ws) / "metrics.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=1, sort_keys=True))
+    return summary
+
+
+def promote(ws: Workspace, params: Params) -> dict[str, Any]:
+    """training.registry.promote: move `champion` when the challenger wins on the same split."""
+    promote_ = require("registry", "promote")
+    r = params.registry
+    decision = promote_(tracking_uri=tracking_uri(ws, params), model_name=r.model_name, metric=r.metric,
+                        margin=r.promote_margin, experiment=r.experiment, artifact_root=ws.mlflow_dir / "artifacts")
+    return decision.to_dict() if hasattr(decision, "to_dict") else dict(vars(decision))
