@@ -166,8 +166,11 @@ def stage_oracle(ctx: DemoContext) -> str:
 
 
 def stage_score(ctx: DemoContext) -> str:
+    import pandas as pd
+
     demo = _require("serving.demo", "scoring API and lineage ledger", 8)
-    return demo.score_through_api(ctx.ws, ctx.params, log=ctx.log)
+    patient = str(pd.read_csv(ctx.cohort_dir / "clinical.csv", usecols=["patient_id"])["patient_id"].iloc[0])
+    return demo.score_through_api(ctx.ws, ctx.params, patient_id=patient, log=ctx.log)
 
 
 def stage_grids(ctx: DemoContext) -> str:
@@ -314,20 +317,13 @@ def asset_statements(ctx: DemoContext) -> list[tuple[str, str]]:
     try:
         from embedding.align import landmark_model_info
 
-        info = landmark_model_info(p.align.landmark_model_path, landmarks=p.align.landmarks) \
-            if _accepts_kw(landmark_model_info) else landmark_model_info()
-        sha = getattr(info, "sha256", None) or (info.get("sha256") if isinstance(info, dict) else None)
+        info = landmark_model_info(p.align.landmarks, p.align.landmark_model_path)
+        sha = info.sha256
         out.append(("Landmark model", f"dlib {p.align.landmarks}-point shape predictor (sha256 {str(sha)[:12]}); "
                     "trained on iBUG 300-W, which does not allow commercial use."))
     except Exception as exc:  # noqa: BLE001 - a report line, not a stage
         out.append(("Landmark model", f"dlib {p.align.landmarks}-point shape predictor (not inspected: {exc})"))
     return out
-
-
-def _accepts_kw(fn: Callable[..., Any]) -> bool:
-    import inspect
-
-    return "landmarks" in inspect.signature(fn).parameters
 
 
 def contract_rows(ws: Workspace) -> list[dict[str, Any]]:
@@ -377,6 +373,10 @@ def run_demo(out: Path, *, params_overrides: dict[str, dict[str, Any]], log: Cal
         except FacesurvError as exc:
             failed = True
             results.append(StageResult(name, "failed", time.perf_counter() - t0, str(exc)))
+        except Exception as exc:  # noqa: BLE001 - reported as this stage's failure; the report still gets written
+            failed = True
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            results.append(StageResult(name, "failed", time.perf_counter() - t0, f"{type(exc).__name__}: {first}"))
         log(f"[{name}] {results[-1].status} ({results[-1].seconds:.1f}s) {results[-1].detail}")
     return results
 

@@ -128,14 +128,15 @@ def collect_training_figures(ws: Workspace, report_dir: Path) -> dict[str, str]:
     src = ws.artifacts_dir / "training" / "figures"
     figs: dict[str, str] = {}
     captions = {
-        "fusion_km_tertiles.png": "Kaplan-Meier curves of the test patients by predicted-risk tertile (fusion model)",
-        "fusion_cindex_by_cancer_type.png": "C-index per cancer type on the test patients (fusion model; the paper's Fig. 3)",
-        "fusion_calibration.png": "calibration of the fusion model's survival probability",
-        "coxnet_latent_km_tertiles.png": "Kaplan-Meier by risk tertile, embeddings Coxnet",
+        ("fusion", "km_tertiles"): "Kaplan-Meier curves of the test patients by predicted-risk tertile (fusion model)",
+        ("fusion", "cindex_by_cancer_type"): "C-index per cancer type on the test patients (fusion model; the paper's Fig. 3)",
+        ("fusion", "calibration"): "calibration of the fusion model's survival probability",
+        ("coxnet_latent", "km_tertiles"): "Kaplan-Meier by predicted-risk tertile, embeddings Coxnet",
     }
-    for name, caption in captions.items():
-        if (src / name).exists():
+    for (model, kind), caption in captions.items():
+        found = [p for p in (src / f"{model}_{kind}.png", src / model / f"{model}_{kind}.png") if p.exists()]
+        if found:
             (report_dir / "figures").mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src / name, report_dir / "figures" / name)
-            figs[caption] = f"figures/{name}"
+            shutil.copyfile(found[0], report_dir / "figures" / found[0].name)
+            figs[caption] = f"figures/{found[0].name}"
     return figs

@@ -17,7 +17,19 @@ def demo(
     seed: Annotated[int | None, typer.Option(help="Seed for the cohort and every stage (default: demo.seed).")] = None,
 ) -> None:
     """Run every stage of the platform that has landed, in order, and print what each found."""
+    import logging
+    import os
+    import warnings
+
     from facesurv.atomic import ensure_writable_dir
+
+    # The demo prints one line per stage; the libraries' own chatter goes to their loggers.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    warnings.filterwarnings("ignore")
+    for name in ("mlflow", "alembic", "great_expectations", "dvc", "feast", "distributed"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     from flows.demo import run_demo
 
     ensure_writable_dir(out_dir)
