@@ -1,0 +1,118 @@
+"""Latent editing along an attribute direction (the paper's "health attribute").
+
+The health attribute is the Cox coefficient vector on the latents: moving a latent along
++coef raises the model's risk (a sicker look), along -coef lowers it (a healthier look).
+Amounts are in latent units along the unit direction; `latent_spread` turns "k standard
+deviations of the cohort along d" into such amounts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+
+def _tensor(x: torch.Tensor | np.ndarray | Sequence[float]) -> torch.Tensor:
+    return x.detach().to(torch.float32) if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x, dtype=np.float32))
+
+
+def unit(direction: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """(D,) -> (D,) float32 of unit norm; raises ValueError for a zero or non-finite vector."""
+    d = _tensor(direction).reshape(-1)
+    norm = d.norm()
+    if not torch.isfinite(norm) or float(norm) == 0.0:
+        raise ValueError("direction must be a finite non-zero vector")
+    return d / norm
+
+
+def latent_spread(latents: torch.Tensor | np.ndarray, direction: torch.Tensor | np.ndarray) -> float:
+    """Standard deviation of the latents' (N, D) components along unit(direction)."""
+    return float((_tensor(latents) @ unit(direction)).std(unbiased=False))
+
+
+def edit_latents(
+    latents: torch.Tensor | np.ndarray,
+    direction: torch.Tensor | np.ndarray,
+    amounts: Sequence[float] | torch.Tensor | np.ndarray,
+) -> torch.Tensor:
+    """latents (N, D) moved by each amount (K,) along unit(direction) -> (N, K, D) float32.
+
+    edited[n, k] = latents[n] + amounts[k] * unit(direction).
+    """
+    lat = _tensor(latents)
+    if lat.ndim != 2:
+        raise ValueError(f"latents must be (N, D), got shape {tuple(lat.shape)}")
+    d = unit(direction)
+    if d.shape[0] != lat.shape[1]:
+        raise ValueError(f"direction has {d.shape[0]} entries but latents have {lat.shape[1]}")
+    a = _tensor(amounts).reshape(-1).to(lat.device)
+    return lat[:, None, :] + a[None, :, None] * d.to(lat.device)[None, None, :]
+
+
+def render(
+    G: torch.nn.Module,
+    latents: torch.Tensor,
+    *,
+    space: str = "w",
+    truncation_psi: float = 1.0,
+    noise_mode: str = "const",
+    batch_size: int = 32,
+) -> torch.Tensor:
+    """latents (M, D) in z or w (one w for every layer), or (M, num_ws, w_dim) in w+,
+    -> images (M, 3, R, R) float32 in about [-1, 1], on the CPU."""
+    if space not in ("z", "w", "w+"):
+        raise ValueError(f"space must be 'z', 'w' or 'w+', got {space!r}")
+    device = next(iter(G.parameters())).device
+    out = []
+    with torch.no_grad():
+        for start in range(0, latents.shape[0], batch_size):
+            x = latents[start:start + batch_size].to(device, torch.float32)
+            if space == "z":
+                ws = G.mapping(x, truncation_psi=truncation_psi)
+            elif space == "w":
+                ws = x.unsqueeze(1).expand(-1, G.num_ws, -1)
+            else:
+                ws = x
+            out.append(G.synthesis(ws, noise_mode=noise_mode).float().cpu())
+    return torch.cat(out, dim=0)
+
+
+def edit_grid(
+    G: torch.nn.Module,
+    latents: torch.Tensor | np.ndarray,
+    direction: torch.Tensor | np.ndarray,
+    amounts: Sequence[float] | torch.Tensor | np.ndarray,
+    *,
+    space: str = "w",
+    truncation_psi: float = 1.0,
+    batch_size: int = 32,
+) -> torch.Tensor:
+    """Render every latent (N, D) at every amount (K,) -> images (N, K, 3, R, R) in [-1, 1]."""
+    edited = edit_latents(latents, direction, amounts)
+    n, k, dim = edited.shape
+    imgs = render(G, edited.reshape(n * k, dim), space=space, truncation_psi=truncation_psi,
+                  batch_size=batch_size)
+    return imgs.reshape(n, k, *imgs.shape[1:])
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(..., 3, R, R) float in [-1, 1] -> (..., R, R, 3) uint8 (NVIDIA's x·127.5 + 128)."""
+    x = (images.detach().float() * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+    return x.movedim(-3, -1).cpu().numpy()
+
+
+def tile(grid: torch.Tensor, *, pad: int = 2, fill: int = 255) -> np.ndarray:
+    """Grid images (N, K, 3, R, R) -> one uint8 picture (N·R + (N+1)·pad, K·R + (K+1)·pad, 3):
+    row n holds latent n, column k amount k."""
+    if grid.ndim != 5:
+        raise ValueError(f"grid must be (N, K, 3, R, R), got shape {tuple(grid.shape)}")
+    cells = to_uint8(grid)  # (N, K, R, R, 3)
+    n, k, h, w, c = cells.shape
+    out = np.full((n * h + (n + 1) * pad, k * w + (k + 1) * pad, c), fill, dtype=np.uint8)
+    for i in range(n):
+        for j in range(k):
+            y, x = pad + i * (h + pad), pad + j * (w + pad)
+            out[y:y + h, x:x + w] = cells[i, j]
+    return out
