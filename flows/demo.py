@@ -337,10 +337,17 @@ def contract_rows(ws: Workspace) -> list[dict[str, Any]]:
         summary = data.get("summary", data)
         if not isinstance(summary, dict) or "rows" not in summary:
             continue
-        rows.append({"name": summary.get("kind") or path.parent.parent.name, "rows": summary.get("rows"),
+        rows.append({"name": summary.get("kind") or path.parent.parent.name, "rows": summary.get("rows", 0),
                      "valid": summary.get("rows", 0) - summary.get("failing", 0),
-                     "quarantined": summary.get("failing"), "passed": summary.get("passed")})
-    return rows
+                     "quarantined": summary.get("failing", 0), "passed": bool(summary.get("passed"))})
+    # one line per contract: the latents contract runs once per projection batch
+    merged: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        m = merged.setdefault(r["name"], {"name": r["name"], "rows": 0, "valid": 0, "quarantined": 0, "passed": True})
+        for k in ("rows", "valid", "quarantined"):
+            m[k] += int(r[k] or 0)
+        m["passed"] = m["passed"] and r["passed"]
+    return list(merged.values())
 
 
 # --- the driver ---------------------------------------------------------------------------------
