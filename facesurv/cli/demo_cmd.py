@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -33,7 +33,7 @@ def demo(
     from flows.demo import run_demo
 
     ensure_writable_dir(out_dir)
-    overrides = {"cohort": {"base": base, "seed": seed}, "demo": {"patients": patients, "seed": seed},
+    overrides: dict[str, dict[str, Any]] = {"cohort": {"base": base, "seed": seed}, "demo": {"patients": patients, "seed": seed},
                  "synth": {"patients": patients}}
     results = run_demo(out_dir, params_overrides=overrides, log=lambda m: console.print(m, markup=False))
     out.print("\nstage summary:", markup=False)
