@@ -25,7 +25,6 @@ flat feature vectors (`embed`): targets are embedded once per projection, as NVI
 from __future__ import annotations
 
 import glob
-import hashlib
 import importlib.util
 import math
 import os
@@ -36,6 +35,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from embedding.fileio import sha256_file
 
 NETWORKS = ("stlpips", "vgg16")
 MIN_SIZE = 32
@@ -204,14 +205,6 @@ def find_stlpips_weights() -> Path | None:
     return None
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _load_state(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -302,6 +295,6 @@ def load_perceptual(network: str = "stlpips", vgg16_path: str | os.PathLike | No
         raise ValueError(f"{path}: LPIPS linear heads must be non-negative")
     is_stand_in = network == "stlpips"
     description = STAND_IN_DESCRIPTION if is_stand_in else f"ImageNet VGG-16 (torchvision format) from {path}"
-    info = PerceptualInfo(network=network, source=str(path), sha256=_sha256(path), is_stand_in=is_stand_in,
+    info = PerceptualInfo(network=network, source=str(path), sha256=sha256_file(path), is_stand_in=is_stand_in,
                           resize=int(resize), description=description)
     return net, info

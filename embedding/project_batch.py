@@ -20,12 +20,13 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from embedding.fileio import sha256_file, write_bytes_atomic
 
 SHARD_FORMAT = 1
 _SHARD_FIELDS = ("latents", "w", "perceptual_loss", "mse", "initial_loss", "final_loss", "initial_mse",
@@ -74,14 +75,6 @@ class BatchRun:
     shards_written: list[str] = field(default_factory=list)
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def run_key(*, generator_sha256: str, perceptual_sha256: str | None, settings: Mapping[str, object]) -> str:
     """sha256 of everything that changes a photo's result (device excepted: same algorithm)."""
     blob = json.dumps({"format": SHARD_FORMAT, "generator": generator_sha256, "perceptual": perceptual_sha256,
@@ -120,16 +113,7 @@ def load_photo(path: str | os.PathLike, *, resolution: int) -> np.ndarray:
 def _write_shard(path: Path, arrays: Mapping[str, np.ndarray], meta: Mapping[str, object]) -> None:
     buf = io.BytesIO()
     np.savez(buf, meta=np.array(json.dumps(dict(meta))), **arrays)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(buf.getvalue())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_bytes_atomic(path, buf.getvalue())
 
 
 def _read_shards(shard_dir: Path, key: str, warn: Callable[[str], None]) -> dict[str, dict[str, object]]:

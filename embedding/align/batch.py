@@ -18,7 +18,6 @@ import io
 import json
 import multiprocessing
 import os
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -33,6 +32,8 @@ from embedding.align.decode import IMAGE_EXTENSIONS, decode_image, read_source
 from embedding.align.detect import ModelSet
 from embedding.align.pipeline import Aligner
 from embedding.align.reasons import AlignRejected
+from embedding.fileio import sha256_file
+from embedding.fileio import write_bytes_atomic as _write_atomic
 
 MANIFEST_NAME = "manifest.csv"
 MANIFEST_COLUMNS = (
@@ -95,11 +96,7 @@ def _sha256_bytes(data: bytes) -> str:
 
 def _sha256_path(path: Path) -> str | None:
     try:
-        h = hashlib.sha256()
-        with open(path, "rb") as fh:
-            while block := fh.read(1 << 20):
-                h.update(block)
-        return h.hexdigest()
+        return sha256_file(path)
     except OSError:
         return None
 
@@ -111,19 +108,6 @@ def _source_sha256(path: Path) -> str:
         read_source(path)  # raises AlignRejected with the precise reason
         raise AlignRejected(R.UNREADABLE, f"{path}: cannot read")  # it became readable in between
     return digest
-
-
-def _write_atomic(target: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def encode_png(image: np.ndarray) -> bytes:

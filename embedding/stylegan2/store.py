@@ -14,11 +14,12 @@ import json
 import os
 import struct
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from embedding.fileio import sha256_file, write_bytes_atomic  # noqa: F401 - part of this module's API
 
 WEIGHTS_FILE = "generator.safetensors"
 CONFIG_FILE = "config.json"
@@ -119,29 +120,6 @@ def loads_safetensors(blob: bytes, *, where: str = "safetensors data") -> tuple[
 
 def sha256_bytes(blob: bytes) -> str:
     return hashlib.sha256(blob).hexdigest()
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def write_bytes_atomic(path: Path, blob: bytes) -> None:
-    """Write to a temporary file beside `path`, then rename: a crash leaves the old file or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def generator_to_bytes(G) -> bytes:
