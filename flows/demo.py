@@ -85,6 +85,7 @@ def stage_cohort(ctx: DemoContext) -> str:
     cohort_cmd = _require("facesurv.cli.cohort_cmd", "semi-synthetic cohort", 4)
     _require("features.synth_cohort", "semi-synthetic cohort", 4)
     p = ctx.params
+    check_enough_events(p)
     summary = cohort_cmd.make_synth_cohort(p, ctx.cohort_dir, base=p.cohort.base, patients=p.synth.patients,
                                            seed=p.cohort.seed, strength=p.synth.strength)
     ctx.state["synth"] = summary
@@ -102,6 +103,30 @@ def stage_cohort(ctx: DemoContext) -> str:
     return (f"{summary['patients']} patients ({p.cohort.base}), {summary['events']} events, "
             f"{summary['resolution']}px portraits, signal s={summary['strength']:g} in {summary['space']}; "
             f"out-of-fold oracle C-index clinical {c['clinical_cox']:.3f} -> + true latent {c['oracle_cox']:.3f}")
+
+
+def check_enough_events(params: Params) -> None:
+    """Fail in seconds, not after the projection, when the cohort would hold too few events
+    for the clinical models (training.min_events_per_feature per one-hot clinical feature)."""
+    import math
+
+    from facesurv.errors import DataError
+    from features.cohort import covariate_columns, import_cohort
+
+    c, t = params.cohort, params.training
+    df = import_cohort(c.base, seed=c.seed, admission_start=c.admission_start,
+                       admission_span_days=c.admission_span_days, record_lag_days=c.record_lag_days)
+    numeric, categorical = covariate_columns(c.base)
+    features = 1 + len(numeric) + sum(max(df[col].nunique() - 1, 0) for col in ("sex", "cancer_type", *categorical))
+    rate = float(df["event"].mean())
+    patients = params.synth.patients or len(df)
+    needed = math.ceil(t.min_events_per_feature * features / (1 - t.test_fraction))
+    expected = patients * rate * (1 - t.test_fraction)
+    if expected < t.min_events_per_feature * features:
+        suggest = min(len(df), math.ceil(needed / rate * 1.1))
+        raise DataError(f"{c.base}: {patients} patients hold about {patients * rate:.0f} events ({rate:.0%} event rate), "
+                        f"too few for {features} clinical features at {t.min_events_per_feature:g} events each; "
+                        f"pass --patients {suggest} (the dataset has {len(df)})")
 
 
 def _configure_prefect(ctx: DemoContext) -> None:

@@ -72,3 +72,13 @@ def test_contract_rows_merge_batches(tmp_path: Path) -> None:
     got = {r["name"]: r for r in contract_rows(ws)}
     assert got["latents"] == {"name": "latents", "rows": 42, "valid": 40, "quarantined": 2, "passed": False}
     assert got["clinical"]["rows"] == 5 and got["clinical"]["passed"] is True
+
+
+def test_demo_refuses_early_when_the_cohort_has_too_few_events(params) -> None:
+    from facesurv.config import with_overrides
+    from facesurv.errors import DataError
+    from flows.demo import check_enough_events
+
+    check_enough_events(with_overrides(params, cohort={"base": "gbsg2"}, synth={"patients": 300}))
+    with pytest.raises(DataError, match=r"aids: 300 patients hold about \d+ events .* pass --patients \d+"):
+        check_enough_events(with_overrides(params, cohort={"base": "aids"}, synth={"patients": 300}))
