@@ -15,13 +15,13 @@ keyed by content hash, so seeing a file twice never embeds or writes it twice.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from embedding.fileio import sha256_file
 from facesurv.atomic import atomic_path
 from facesurv.errors import DataError
 
@@ -51,14 +51,6 @@ class InboxBatch:
     @property
     def files(self) -> tuple[InboxFile, ...]:
         return (*self.photos, *self.prealigned, *self.clinical)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _load_state(state_path: Path) -> dict[str, str]:

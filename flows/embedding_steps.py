@@ -21,6 +21,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from embedding.fileio import sha256_file
 from facesurv.atomic import atomic_path
 from facesurv.config import Params
 from facesurv.errors import DataError
@@ -30,14 +31,6 @@ from flows.faults import checkpoint
 from flows.steps import Layout
 
 PREALIGNED_VERSION = "prealigned"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # --- alignment ----------------------------------------------------------------------------------
@@ -57,7 +50,7 @@ def pending_alignment(ws: Workspace, params: Params) -> list[Path]:
     """Photos in the data repository whose current content has no alignment row (by name)."""
     d = ws.data_dir / "photos"
     photos = sorted(p for p in d.iterdir() if p.is_file()) if d.is_dir() else []
-    return [p for p in photos if _row_sha(_row_path(ws, p.stem)) != _sha256(p)]
+    return [p for p in photos if _row_sha(_row_path(ws, p.stem)) != sha256_file(p)]
 
 
 @functools.lru_cache(maxsize=1)
@@ -78,7 +71,7 @@ def align_one(ws: Workspace, params: Params, source: Path) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     row = dict(process_one(Path(source), Path(source).stem, out_dir, aligner(params)))
     checkpoint("align:photo-written")
-    row["source_sha256"] = row.get("source_sha256") or _sha256(source)
+    row["source_sha256"] = row.get("source_sha256") or sha256_file(source)
     with atomic_path(_row_path(ws, Path(source).stem)) as tmp:
         tmp.write_text(json.dumps(row, default=str), encoding="utf-8")
     return row
@@ -115,7 +108,7 @@ def projection_inputs(ws: Workspace) -> list[dict[str, Any]]:
     pre = ws.data_dir / "prealigned"
     for p in sorted(pre.iterdir()) if pre.is_dir() else []:
         if p.is_file():
-            items.append({"photo_id": p.stem, "path": str(p), "photo_sha256": _sha256(p)})
+            items.append({"photo_id": p.stem, "path": str(p), "photo_sha256": sha256_file(p)})
     return items
 
 
