@@ -10,8 +10,9 @@ recovered latent's component along d with the same model on the true one:
 Usage (from the repository root):
     .venv/bin/python benchmarks/retention.py --patients 300 --strengths 0.5 1 2 \
         --settings mse:100 mse:200 --out retention.json
-A setting is LOSS:STEPS[:LR] (loss mse | perceptual | mse+perceptual). Prints a markdown
-table; --out also writes the figures as JSON.
+A setting is LOSS:STEPS[:LR[:NOISE]] (loss mse | perceptual | mse+perceptual; NOISE the
+projection's noise_mode optimize | const | none); everything else comes from params.yaml's
+projection section. Prints a markdown table; --out also writes the figures as JSON.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
 
     from embedding.direction import generator_direction
-    from embedding.projection import project
+    from embedding.projection import latent_statistics, project
     from embedding.stylegan2 import GeneratorConfig, load_generator
     from facesurv.config import load_params
     from features.cohort import import_cohort
@@ -91,6 +92,7 @@ def main() -> int:
 
     from sklearn.model_selection import train_test_split
 
+    stats = latent_statistics(G, samples=p.w_avg_samples)
     rows = []
     for strength in args.strengths:
         cohort = synthesize_cohort(clinical, base=args.base, G=G, direction=direction.vector.numpy(),
@@ -111,17 +113,17 @@ def main() -> int:
         for setting in args.settings:
             loss, steps, *rest = setting.split(":")
             lr = float(rest[0]) if rest else p.learning_rate
+            noise_mode = rest[1] if len(rest) > 1 else p.noise_mode
+            opts = {**p.project_options(), "loss": loss, "steps": int(steps), "learning_rate": lr,
+                    "noise_mode": noise_mode, "space": "w"}
             t0 = time.perf_counter()
-            res = project(G, images, space="w", steps=int(steps), learning_rate=lr, loss=loss, perceptual=perceptual,
-                          seed=p.seed, noise_regularize=p.noise_regularize,
-                          initial_noise_factor=p.initial_noise_factor, noise_ramp_length=p.noise_ramp_length,
-                          lr_rampdown_length=p.lr_rampdown_length, lr_rampup_length=p.lr_rampup_length)
+            res = project(G, images, **opts, perceptual=perceptual, seed=p.seed, stats=stats)
             proj_s = time.perf_counter() - t0
             rec_along = res.w.astype(np.float64) @ d
             c_rec = held_out_c(rec_along[:, None], time_, event, train, test, s.cox_alpha)
             c_rec_fused = held_out_c(np.column_stack([X, rec_along]), time_, event, train, test, s.cox_alpha)
             row = {
-                "strength": strength, "loss": loss, "steps": int(steps), "learning_rate": lr,
+                "strength": strength, "loss": loss, "steps": int(steps), "learning_rate": lr, "noise_mode": noise_mode,
                 "c_clinical": round(c_clin, 4), "c_oracle": round(c_oracle, 4), "c_recovered": round(c_rec, 4),
                 "retention": round((c_rec - 0.5) / (c_oracle - 0.5), 3),
                 "c_oracle_fused": round(c_oracle_fused, 4), "c_recovered_fused": round(c_rec_fused, 4),
@@ -138,11 +140,12 @@ def main() -> int:
             "resolution": g.resolution, "channel_max": g.channel_max, "direction_s": round(direction_s, 1),
             "direction_iterations": direction.iterations}
     print(f"\n{meta}\n")
-    print("| s | loss | steps | C clinical | C oracle (latent) | C recovered | retention | corr along d "
+    print("| s | loss | steps | lr | noise | C clinical | C oracle (latent) | C recovered | retention | corr along d "
           "| oracle+clinical | recovered+clinical | MSE start -> end | projection s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['strength']:g} | {r['loss']} | {r['steps']} | {r['c_clinical']:.3f} | {r['c_oracle']:.3f} "
+        print(f"| {r['strength']:g} | {r['loss']} | {r['steps']} | {r['learning_rate']:g} | {r['noise_mode']} "
+              f"| {r['c_clinical']:.3f} | {r['c_oracle']:.3f} "
               f"| {r['c_recovered']:.3f} | {r['retention']:.2f} | {r['corr_along_d']:.3f} | {r['c_oracle_fused']:.3f} "
               f"| {r['c_recovered_fused']:.3f} | {r['initial_mse']:.4f} -> {r['mse']:.4f} | {r['projection_s']:.0f} |")
     if args.out:

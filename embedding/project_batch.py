@@ -172,7 +172,7 @@ def project_photos(
     Returns:
         BatchRun: results in input order, failures with reasons, counts, shards written.
     """
-    from embedding.projection import project, stable_seed
+    from embedding.projection import latent_statistics, project, stable_seed
 
     project_fn = project_fn or project
     warn = warn or (lambda msg: None)
@@ -209,6 +209,9 @@ def project_photos(
 
     pending = list(pending_by_hash.items())
     failed_hashes: set[str] = set()
+    # w_avg and friends depend only on G: drawn once per run, not once per batch
+    stats = latent_statistics(G, samples=int(settings.get("w_avg_samples", 10000)),  # type: ignore[call-overload]
+                              device=device) if pending else None
     for start in range(0, len(pending), batch_size):
         chunk = pending[start:start + batch_size]
         images, good = [], []
@@ -221,7 +224,7 @@ def project_photos(
                 run.failures.append(PhotoFailure(p.photo_id, p.path, str(exc)))
         if good:
             res = project_fn(G, np.stack(images), seed=[stable_seed(seed, h) for h in good], perceptual=perceptual,
-                             device=device, mixed_precision=mixed_precision, **settings)
+                             device=device, mixed_precision=mixed_precision, stats=stats, **settings)
             arrays = {name: np.asarray(getattr(res, name)) for name in _SHARD_FIELDS}
             batch_id = hashlib.sha256("".join(sorted(good)).encode()).hexdigest()[:16]
             path = shard_dir / f"shard-{key[:16]}-{batch_id}.npz"

@@ -122,8 +122,31 @@ def _mapping(G, z: torch.Tensor) -> torch.Tensor:
     return G.mapping(z, truncation_psi=1.0, update_w_avg=False)
 
 
-def _latent_stats(G, *, samples: int, device: torch.device) -> tuple[torch.Tensor, float, torch.Tensor, float, torch.Tensor]:
-    """(w_avg (w_dim,), w_std, z_avg (z_dim,), z_std, z nearest w_avg (z_dim,)) from fixed-seed samples."""
+@dataclass(frozen=True)
+class LatentStats:
+    """Where projections start and how wide their latent noise is, from fixed-seed samples.
+
+    w_avg: (w_dim,) mean mapped w; w_std: NVIDIA's spread (root of the mean summed squared
+    deviation per sample); z_std likewise for z; z_start: (z_dim,) the sampled z whose w lies
+    nearest w_avg. `samples` records how many z were drawn.
+    """
+
+    samples: int
+    w_avg: torch.Tensor
+    w_std: float
+    z_std: float
+    z_start: torch.Tensor
+
+
+def latent_statistics(G, *, samples: int = 10000, device: str | torch.device = "cpu") -> LatentStats:
+    """LatentStats of G from `samples` z drawn with a fixed seed (CPU tensors).
+
+    They depend only on G's mapping network and `samples`, so a batch driver computes them
+    once and passes them to every `project` call (10k mapping passes cost seconds per batch).
+    """
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1, got {samples!r}")
+    device = torch.device(device)
     gen = torch.Generator(device="cpu").manual_seed(W_AVG_SEED)
     z = torch.randn(samples, G.z_dim, generator=gen)
     ws = []
@@ -132,13 +155,11 @@ def _latent_stats(G, *, samples: int, device: torch.device) -> tuple[torch.Tenso
             ws.append(_mapping(G, chunk.to(device))[:, 0, :].float().cpu())
     w = torch.cat(ws).double()
     w_avg = w.mean(dim=0)
-    # NVIDIA's w_std: root of the summed squared deviation per sample (a norm, not a per-dim std)
     w_std = float(((w - w_avg).square().sum() / samples).sqrt())
     zd = z.double()
-    z_avg = zd.mean(dim=0)
-    z_std = float(((zd - z_avg).square().sum() / samples).sqrt())
+    z_std = float(((zd - zd.mean(dim=0)).square().sum() / samples).sqrt())
     nearest = int((w - w_avg).square().sum(dim=1).argmin())
-    return w_avg.float(), w_std, z_avg.float(), z_std, z[nearest].clone()
+    return LatentStats(samples=samples, w_avg=w_avg.float(), w_std=w_std, z_std=z_std, z_start=z[nearest].clone())
 
 
 def _check_images(G, images) -> torch.Tensor:
@@ -181,6 +202,7 @@ def project(
     device: str | torch.device = "cpu",
     mixed_precision: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    stats: LatentStats | None = None,
 ) -> ProjectionResult:
     """Find, for every photo, the latent whose generated image best matches it.
 
@@ -217,6 +239,8 @@ def project(
         device: "cpu", "cuda", or a torch.device.
         mixed_precision: bfloat16 autocast for the generator and VGG forward (CUDA only).
         progress: called as progress(step, steps) after every step.
+        stats: latent_statistics(G, samples=w_avg_samples) computed beforehand, to reuse
+            across batches; None computes them here. Must match w_avg_samples.
 
     Returns:
         ProjectionResult (see its docstring for shapes).
@@ -272,7 +296,13 @@ def project(
         """One standard-normal tensor (N, *shape), row i from photo i's own stream."""
         return torch.stack([torch.randn(shape, generator=g) for g in gens]).to(device)
 
-    w_avg, w_std, _, z_std, z_start = _latent_stats(G, samples=int(w_avg_samples), device=device)
+    if stats is None:
+        stats = latent_statistics(G, samples=int(w_avg_samples), device=device)
+    elif stats.samples != w_avg_samples or stats.w_avg.shape != (G.w_dim,):
+        raise ValueError(f"stats were computed from {stats.samples} samples for w_dim {tuple(stats.w_avg.shape)}, "
+                         f"but w_avg_samples is {w_avg_samples} and G.w_dim {G.w_dim}; "
+                         "recompute them with latent_statistics(G, samples=w_avg_samples)")
+    w_avg, w_std, z_std, z_start = stats.w_avg, stats.w_std, stats.z_std, stats.z_start
     num_ws, w_dim = G.num_ws, G.w_dim
     if space == "z":
         if z_init == "seeded":

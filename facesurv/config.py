@@ -177,6 +177,16 @@ class ProjectionParams:
                "must be 'mse', 'perceptual' or 'mse+perceptual'")
         _check(self.device in ("auto", "cpu", "cuda"), "projection.device", "must be 'auto', 'cpu' or 'cuda'")
 
+    # the keyword options of embedding.projection.project these settings stand for; every
+    # caller (CLI, flows, DVC stage, benchmarks) passes these, so no setting is silently dropped
+    _PROJECT_OPTIONS = ("space", "steps", "learning_rate", "loss", "noise_regularize", "initial_noise_factor",
+                        "noise_ramp_length", "lr_rampdown_length", "lr_rampup_length", "noise_mode", "z_init",
+                        "w_avg_samples", "mse_weight", "batch_multiple", "clamp_output")
+
+    def project_options(self) -> dict[str, object]:
+        """Keyword arguments for embedding.projection.project (all but seed, device, mixed_precision and the inputs)."""
+        return {name: getattr(self, name) for name in self._PROJECT_OPTIONS}
+
 
 @dataclasses.dataclass(frozen=True)
 class FeatureScaleParams:

@@ -15,6 +15,7 @@ features.lock.data_repo_lock, so no live git process can own it).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 from dataclasses import dataclass, field
@@ -57,6 +58,25 @@ def _git(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProc
     return proc
 
 
+def _dvc_repo_class() -> type:
+    """dvc.repo.Repo, with DVC's console handlers taken off its loggers.
+
+    `import dvc` binds stream handlers to whatever sys.stdout/sys.stderr are at that moment
+    and raises from every later log call once that stream is closed (a finished pytest
+    capture, a Prefect task's redirected output). As a library DVC should not print on its
+    own: its records propagate to the application's logging instead.
+    """
+    import dvc.logger
+    from dvc.repo import Repo
+
+    for name in ("dvc", "dvc_objects", "dvc_data"):
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            if isinstance(handler, dvc.logger.LoggerHandler):
+                logger.removeHandler(handler)
+    return Repo
+
+
 def _clear_stale_git_lock(root: Path) -> None:
     lock = root / ".git" / "index.lock"
     if lock.exists():
@@ -94,8 +114,7 @@ def init_data_repo(root: Path | str, *, remote_url: str, endpoint_url: str | Non
     marker = root / ".dvc" / "tmp" / "facesurv-remote.json"  # .dvc/tmp is DVC's own ignored scratch dir
     if marker.is_file() and marker.read_text(encoding="utf-8") == wanted and data_revision(root):
         return root  # already set up this way: skip importing and opening DVC (about 2 s)
-    from dvc.repo import Repo
-
+    Repo = _dvc_repo_class()
     if not (root / ".dvc").is_dir():
         Repo.init(str(root)).close()
     with Repo(str(root)) as repo, repo.config.edit() as conf:
@@ -180,8 +199,8 @@ def version_inputs(root: Path | str, outs: list[str], *, message: str, push: boo
         FacesurvError: the remote rejected the push (the message names it).
     """
     from dvc.exceptions import DvcException
-    from dvc.repo import Repo
 
+    Repo = _dvc_repo_class()
     root = Path(root).resolve()
     if not (root / ".dvc").is_dir() or not (root / ".git").is_dir():
         raise DataError(f"{root}: not a data repository; create it with features.versioning.init_data_repo")

@@ -129,6 +129,20 @@ def generator(params: Params) -> tuple[Any, Any]:
     return _generator(json.dumps(dataclasses.asdict(params.generator), sort_keys=True))
 
 
+_STATS: dict[tuple[int, int], Any] = {}
+
+
+def latent_stats(G: Any, p: Any) -> Any:
+    """embedding.projection.latent_statistics for G, drawn once per process and generator
+    (the flows' generator is cached by `generator`, so its id is stable while it lives)."""
+    key = (id(G), p.w_avg_samples)
+    if key not in _STATS:
+        latent_statistics = require("projection", "latent_statistics")
+        _STATS.clear()  # one generator at a time: do not pin old ones in memory
+        _STATS[key] = latent_statistics(G, samples=p.w_avg_samples, device="cpu")
+    return _STATS[key]
+
+
 def settings_key(params: Params, generator_sha: str) -> str:
     settings = {"projection": dataclasses.asdict(params.projection),
                 "perceptual": dataclasses.asdict(params.perceptual)}
@@ -209,11 +223,8 @@ def project_batch(ws: Workspace, params: Params, items: list[dict[str, Any]]) ->
     project, stable_seed = require("projection", "project", "stable_seed")
     # a photo's seed comes from its content, so its latent is the same whatever batch it lands in
     seeds = [stable_seed(p.seed, i["photo_sha256"]) for i in items]
-    res = project(G, images, space=p.space, steps=p.steps, learning_rate=p.learning_rate, loss=p.loss,
-                  perceptual=perceptual, seed=seeds, noise_regularize=p.noise_regularize,
-                  initial_noise_factor=p.initial_noise_factor, noise_ramp_length=p.noise_ramp_length,
-                  lr_rampdown_length=p.lr_rampdown_length, lr_rampup_length=p.lr_rampup_length,
-                  device="cpu", mixed_precision=p.mixed_precision)
+    res = project(G, images, **p.project_options(), perceptual=perceptual, seed=seeds, device="cpu",
+                  mixed_precision=p.mixed_precision, stats=latent_stats(G, p))
     checkpoint("project:batch-computed")
     lat = np.asarray(res.latents, dtype=np.float32)  # ProjectionResult holds numpy arrays
 

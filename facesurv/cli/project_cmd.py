@@ -173,12 +173,7 @@ def project(
         console.print(f"[yellow]warning:[/yellow] {line}" if "STAND-IN" in line or "random" in line.lower() else line,
                       highlight=False)
 
-    settings = {"space": pp.space, "steps": pp.steps, "learning_rate": pp.learning_rate, "loss": pp.loss,
-                "noise_regularize": pp.noise_regularize, "initial_noise_factor": pp.initial_noise_factor,
-                "noise_ramp_length": pp.noise_ramp_length, "lr_rampdown_length": pp.lr_rampdown_length,
-                "lr_rampup_length": pp.lr_rampup_length, "noise_mode": pp.noise_mode, "z_init": pp.z_init,
-                "w_avg_samples": pp.w_avg_samples, "mse_weight": pp.mse_weight, "batch_multiple": pp.batch_multiple,
-                "clamp_output": pp.clamp_output}
+    settings = pp.project_options()
     console.print(f"projecting {len(photos)} photos in {pp.space} space, {pp.steps} steps, loss {pp.loss}, "
                   f"batch {pp.batch_size}, on {device}", highlight=False)
 

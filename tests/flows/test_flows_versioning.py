@@ -117,3 +117,22 @@ def test_push_to_an_s3_compatible_remote(repo: Path, monkeypatch: pytest.MonkeyP
         assert body == b"photo one"
     finally:
         server.stop()
+
+
+def test_dvc_console_handlers_bound_to_a_closed_stream_do_not_break_versioning(tmp_path: Path) -> None:
+    # `import dvc` binds handlers to the sys.stdout of that moment; under pytest's capture (or a
+    # Prefect task's redirected output) that stream is later closed and DVC raised from every log call
+    import io
+    import logging
+
+    import dvc.logger
+
+    closed = io.StringIO()
+    stale = dvc.logger.LoggerHandler(closed)
+    logging.getLogger("dvc").addHandler(stale)
+    closed.close()
+    root = init_data_repo(tmp_path / "data", remote_url=str(tmp_path / "remote"))
+    (root / "photos").mkdir()
+    (root / "photos" / "p.png").write_bytes(b"x")
+    assert version_inputs(root, ["photos"], message="one").committed
+    assert stale not in logging.getLogger("dvc").handlers
