@@ -82,11 +82,11 @@ def stage_cohort(ctx: DemoContext) -> str:
     import skimage.data
     from PIL import Image
 
-    cohort_cmd = _require("facesurv.cli.cohort_cmd", "semi-synthetic cohort", 4)
+    synth = _require("flows.synth_cohort", "semi-synthetic cohort", 4)
     _require("features.synth_cohort", "semi-synthetic cohort", 4)
     p = ctx.params
     check_enough_events(p)
-    summary = cohort_cmd.make_synth_cohort(p, ctx.cohort_dir, base=p.cohort.base, patients=p.synth.patients,
+    summary = synth.make_synth_cohort(p, ctx.cohort_dir, base=p.cohort.base, patients=p.synth.patients,
                                            seed=p.cohort.seed, strength=p.synth.strength)
     ctx.state["synth"] = summary
     inbox = ctx.inbox
@@ -299,6 +299,7 @@ def report_inputs(ctx: DemoContext) -> Any:
         stages_s={r.name: r.seconds for r in results}, stage_status={r.name: r.status for r in results},
         total_s=sum(r.seconds for r in results), assets=assets, figures=ctx.state.get("figures", {}),
         contracts=contracts, notes=notes,
+        stage_parts_s={"nightly embedding flow": dict(ctx.state.get("nightly", {}).get("phases_s") or {})},
         extra={"generator_is_random_init": bool(synth.get("generator_is_random_init", True)),
                "perceptual_is_stand_in": _perceptual_stand_in(ctx)},
     )

@@ -12,6 +12,7 @@ store's writes are idempotent. A lock keeps two runs off the same data repositor
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +159,15 @@ def nightly_embedding(workspace: str, dask_workers: int | None = None) -> dict[s
     with run_context(ws, params, FLOW_NAME) as record, \
             data_repo_lock(ws.data_dir, timeout_s=params.flows.lock_timeout_s, what=f"{FLOW_NAME} run {record.flow_run_id}"):
         checkpoint("lock:acquired")
+        phases: dict[str, float] = {}
+        mark = [time.perf_counter()]
+
+        def phase(name: str) -> None:
+            """Wall seconds since the previous phase ended: where a night's time goes."""
+            now = time.perf_counter()
+            phases[name] = round(phases.get(name, 0.0) + now - mark[0], 2)
+            mark[0] = now
+
         batch = scan_inbox(ws, params)
         prepare_data_repo(ws, params)
         written = ingest(ws, batch)
@@ -168,9 +178,11 @@ def nightly_embedding(workspace: str, dask_workers: int | None = None) -> dict[s
         if ver is not None:
             record.data_rev, record.data_md5 = ver.rev, dict(ver.outs)
             record.outputs["data_files"] = len(ver.files)
+        phase("inbox + DVC versioning")
 
         valid_clinical = [validate_clinical(ws, params, p) for p in steps.clinical_files(ws)]
         checkpoint("clinical:validated")
+        phase("clinical contract")
 
         rows = []
         for i, source in enumerate(embedding_steps.pending_alignment(ws, params)):
@@ -180,11 +192,14 @@ def nightly_embedding(workspace: str, dask_workers: int | None = None) -> dict[s
         if rows:
             validate_manifest(ws, params, write_manifest(ws, rows))
         checkpoint("align:manifest-written")
+        phase("alignment")
 
         batches = run_projection(ws, params, dask_workers=dask_workers)
         checkpoint("project:all-done")
+        phase("projection")
         valid_latents = [validate_latents(ws, params, p) for p in embedding_steps.latent_batch_files(ws, params)]
         checkpoint("latents:validated")
+        phase("latent contract")
 
         apply_feature_repo(ws, params)
         n_clinical = write_clinical_features(ws, params, valid_clinical) if valid_clinical else 0
@@ -192,16 +207,19 @@ def nightly_embedding(workspace: str, dask_workers: int | None = None) -> dict[s
         rows_latent = join_latent_rows(ws, params, valid_clinical, valid_latents) if valid_clinical else None
         n_latents = write_latent_features(ws, params, rows_latent)
         checkpoint("features:latents-written")
+        phase("Feast writes")
         materialized = materialize(ws, params)
         checkpoint("features:materialized")
+        phase("materialisation")
         mark_inbox_done(ws, batch)
         checkpoint("inbox:marked-done")
+        phase("inbox + DVC versioning")
         record.outputs.update({
             "new_photos": len(written["photos"]) + len(written["prealigned"]),
             "new_clinical_files": len(written["clinical"]),
             "aligned": sum(r.get("status") == "aligned" for r in rows),
             "quarantined": sum(r.get("status") == "quarantined" for r in rows),
             "projection_batches": len(batches), "clinical_rows_written": n_clinical,
-            "latent_rows_written": n_latents, "materialized": materialized,
+            "latent_rows_written": n_latents, "materialized": materialized, "phases_s": phases,
         })
         return {"flow_run_id": record.flow_run_id, "data_rev": record.data_rev, **record.outputs}

@@ -47,6 +47,7 @@ class ReportInputs:
     contracts: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    stage_parts_s: dict[str, dict[str, float]] = field(default_factory=dict)  # stage -> part -> seconds
 
 
 def retention(c_embedding: float, c_oracle_embedding: float) -> float | None:
@@ -69,7 +70,9 @@ def metrics_json(r: ReportInputs) -> dict[str, Any]:
     return {
         "base": r.base, "patients": r.patients, "seed": r.seed, "models": models,
         "retention": _num(r.retention), "stages_s": {k: round(v, 2) for k, v in r.stages_s.items()},
-        "total_s": round(r.total_s, 2), **r.extra,
+        "total_s": round(r.total_s, 2),
+        "stage_parts_s": {k: {p: round(v, 2) for p, v in parts.items()} for k, parts in r.stage_parts_s.items()},
+        **r.extra,
     }
 
 
@@ -115,7 +118,9 @@ def render_markdown(r: ReportInputs) -> str:
                   for c in r.contracts]
         lines.append("")
     lines += ["## Wall time per stage", "", "| stage | status | seconds |", "|---|---|---|"]
-    lines += [f"| {k} | {r.stage_status.get(k, '')} | {v:.1f} |" for k, v in r.stages_s.items()]
+    for k, v in r.stages_s.items():
+        lines.append(f"| {k} | {r.stage_status.get(k, '')} | {v:.1f} |")
+        lines += [f"| &nbsp;&nbsp;↳ {part} | | {pv:.1f} |" for part, pv in r.stage_parts_s.get(k, {}).items()]
     lines += [f"| **total** | | {r.total_s:.1f} |", ""]
     if r.figures:
         lines += ["## Figures", ""] + [f"![{cap}]({path})" for cap, path in r.figures.items()] + [""]
@@ -157,6 +162,8 @@ def render_html(r: ReportInputs) -> str:
     parts.append("<h2>Wall time per stage</h2><table><tr><th>stage</th><th>status</th><th>seconds</th></tr>")
     for k, v in r.stages_s.items():
         parts.append(f"<tr><td>{e(k)}</td><td>{e(r.stage_status.get(k, ''))}</td><td>{v:.1f}</td></tr>")
+        for part, pv in r.stage_parts_s.get(k, {}).items():
+            parts.append(f"<tr class='part'><td>&nbsp;&nbsp;↳ {e(part)}</td><td></td><td>{pv:.1f}</td></tr>")
     parts.append(f"<tr><th>total</th><th></th><th>{r.total_s:.1f}</th></tr></table>")
     if r.figures:
         parts.append("<h2>Figures</h2>")

@@ -42,6 +42,9 @@ def test_demo_runs_every_stage_and_writes_the_report(tmp_path: Path, capsys) -> 
         assert 0.0 <= entry["c_index"] <= 1.0 and len(entry["c_index_ci"]) == 2, name
     assert metrics["retention"] is None or isinstance(metrics["retention"], float)
     assert metrics["total_s"] > 0 and "nightly embedding flow" in metrics["stages_s"]
+    nightly_parts = metrics["stage_parts_s"]["nightly embedding flow"]
+    assert {"alignment", "projection", "Feast writes"} <= set(nightly_parts)
+    assert sum(nightly_parts.values()) <= metrics["stages_s"]["nightly embedding flow"]
     assert metrics["generator_is_random_init"] is True
 
     html = (report / "index.html").read_text()

@@ -58,6 +58,17 @@ def test_write_report_files(tmp_path: Path) -> None:
     assert not [p for p in (tmp_path / "report").iterdir() if p.name.startswith(".")]  # no temp leftovers
 
 
+def test_a_stage_is_broken_down_into_its_parts(tmp_path: Path) -> None:
+    inputs = _inputs(stage_parts_s={"cohort": {"projection": 0.987, "alignment": 0.2}})
+    paths = write_report(tmp_path / "report", inputs)
+    assert json.loads(paths["metrics.json"].read_text())["stage_parts_s"] == {
+        "cohort": {"projection": 0.99, "alignment": 0.2}}
+    md = paths["report.md"].read_text().splitlines()
+    at = md.index("| cohort | done | 1.2 |")
+    assert md[at + 1:at + 3] == ["| &nbsp;&nbsp;↳ projection | | 1.0 |", "| &nbsp;&nbsp;↳ alignment | | 0.2 |"]
+    assert "↳ projection</td><td></td><td>1.0</td>" in paths["index.html"].read_text()
+
+
 def test_contract_rows_merge_batches(tmp_path: Path) -> None:
     from facesurv.workspace import Workspace
     from flows.demo import contract_rows

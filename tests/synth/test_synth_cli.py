@@ -152,8 +152,8 @@ def test_bad_arguments_are_one_line_errors(synth_workspace, tmp_path, capsys, ar
 
 
 def test_make_synth_cohort_errors_name_the_option(params, tmp_path):
-    from facesurv.cli.cohort_cmd import make_synth_cohort
     from facesurv.errors import DataError
+    from flows.synth_cohort import make_synth_cohort
 
     with pytest.raises(DataError, match="--strength must be >= 0"):
         make_synth_cohort(params, tmp_path / "c", strength=-0.5)
