@@ -10,9 +10,9 @@ recovered latent's component along d with the same model on the true one:
 Usage (from the repository root):
     .venv/bin/python benchmarks/retention.py --patients 300 --strengths 0.5 1 2 \
         --settings mse:100 mse:200 --out retention.json
-A setting is LOSS:STEPS[:LR[:NOISE]] (loss mse | perceptual | mse+perceptual; NOISE the
-projection's noise_mode optimize | const | none); everything else comes from params.yaml's
-projection section. Prints a markdown table; --out also writes the figures as JSON.
+A setting is LOSS:STEPS[:LR[:NOISE]][:KEY=VALUE...] (loss mse | perceptual | mse+perceptual;
+NOISE the projection's noise_mode optimize | const | none; KEY any other option of
+params.yaml's projection section, e.g. initial_noise_factor=0); the rest comes from params.yaml. Prints a markdown table; --out also writes the figures as JSON.
 """
 
 from __future__ import annotations
@@ -112,10 +112,16 @@ def main() -> int:
         images = torch.from_numpy(cohort.images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
         for setting in args.settings:
             loss, steps, *rest = setting.split(":")
-            lr = float(rest[0]) if rest else p.learning_rate
-            noise_mode = rest[1] if len(rest) > 1 else p.noise_mode
+            named = dict(r.split("=", 1) for r in rest if "=" in r)
+            positional = [r for r in rest if "=" not in r]
+            lr = float(positional[0]) if positional else p.learning_rate
+            noise_mode = positional[1] if len(positional) > 1 else p.noise_mode
             opts = {**p.project_options(), "loss": loss, "steps": int(steps), "learning_rate": lr,
                     "noise_mode": noise_mode, "space": "w"}
+            for key, value in named.items():
+                if key not in opts:
+                    raise SystemExit(f"setting {setting!r}: {key} is not a projection option ({', '.join(opts)})")
+                opts[key] = type(opts[key])(value)
             t0 = time.perf_counter()
             res = project(G, images, **opts, perceptual=perceptual, seed=p.seed, stats=stats)
             proj_s = time.perf_counter() - t0
@@ -123,7 +129,8 @@ def main() -> int:
             c_rec = held_out_c(rec_along[:, None], time_, event, train, test, s.cox_alpha)
             c_rec_fused = held_out_c(np.column_stack([X, rec_along]), time_, event, train, test, s.cox_alpha)
             row = {
-                "strength": strength, "loss": loss, "steps": int(steps), "learning_rate": lr, "noise_mode": noise_mode,
+                "strength": strength, "loss": loss, "steps": int(steps), "learning_rate": lr,
+                "noise_mode": noise_mode, "options": named,
                 "c_clinical": round(c_clin, 4), "c_oracle": round(c_oracle, 4), "c_recovered": round(c_rec, 4),
                 "retention": round((c_rec - 0.5) / (c_oracle - 0.5), 3),
                 "c_oracle_fused": round(c_oracle_fused, 4), "c_recovered_fused": round(c_rec_fused, 4),
@@ -145,6 +152,7 @@ def main() -> int:
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['strength']:g} | {r['loss']} | {r['steps']} | {r['learning_rate']:g} | {r['noise_mode']} "
+              f"{' '.join(f'{k}={v}' for k, v in r['options'].items())} "
               f"| {r['c_clinical']:.3f} | {r['c_oracle']:.3f} "
               f"| {r['c_recovered']:.3f} | {r['retention']:.2f} | {r['corr_along_d']:.3f} | {r['c_oracle_fused']:.3f} "
               f"| {r['c_recovered_fused']:.3f} | {r['initial_mse']:.4f} -> {r['mse']:.4f} | {r['projection_s']:.0f} |")

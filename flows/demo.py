@@ -105,12 +105,12 @@ def stage_cohort(ctx: DemoContext) -> str:
             f"out-of-fold oracle C-index clinical {c['clinical_cox']:.3f} -> + true latent {c['oracle_cox']:.3f}")
 
 
-def check_enough_events(params: Params) -> None:
-    """Fail in seconds, not after the projection, when the cohort would hold too few events
-    for the clinical models (training.min_events_per_feature per one-hot clinical feature)."""
+def patients_needed(params: Params) -> tuple[int, str] | None:
+    """None when the cohort holds enough events for the clinical models
+    (training.min_events_per_feature per one-hot clinical feature in the training part);
+    otherwise (patients to use instead, why)."""
     import math
 
-    from facesurv.errors import DataError
     from features.cohort import covariate_columns, import_cohort
 
     c, t = params.cohort, params.training
@@ -121,12 +121,22 @@ def check_enough_events(params: Params) -> None:
     rate = float(df["event"].mean())
     patients = params.synth.patients or len(df)
     needed = math.ceil(t.min_events_per_feature * features / (1 - t.test_fraction))
-    expected = patients * rate * (1 - t.test_fraction)
-    if expected < t.min_events_per_feature * features:
-        suggest = min(len(df), math.ceil(needed / rate * 1.1))
-        raise DataError(f"{c.base}: {patients} patients hold about {patients * rate:.0f} events ({rate:.0%} event rate), "
-                        f"too few for {features} clinical features at {t.min_events_per_feature:g} events each; "
-                        f"pass --patients {suggest} (the dataset has {len(df)})")
+    if patients * rate * (1 - t.test_fraction) >= t.min_events_per_feature * features:
+        return None
+    why = (f"{c.base}: {patients} patients hold about {patients * rate:.0f} events ({rate:.0%} event rate), "
+           f"too few for {features} clinical features at {t.min_events_per_feature:g} events each "
+           f"(the dataset has {len(df)})")
+    return min(len(df), math.ceil(needed / rate * 1.1)), why
+
+
+def check_enough_events(params: Params) -> None:
+    """Fail in seconds, not after the projection, when the cohort would hold too few events."""
+    from facesurv.errors import DataError
+
+    short = patients_needed(params)
+    if short is not None:
+        suggest, why = short
+        raise DataError(f"{why}; pass --patients {suggest}")
 
 
 def _configure_prefect(ctx: DemoContext) -> None:
@@ -388,6 +398,12 @@ def run_demo(out: Path, *, params_overrides: dict[str, dict[str, Any]], log: Cal
 
     ws = Workspace.create(out)
     params = with_overrides(ws.load_params(), **params_overrides)
+    if params_overrides.get("synth", {}).get("patients") is None:
+        # no --patients: a base with a low event rate (aids: 8%) gets the patients it needs
+        short = patients_needed(params)
+        if short is not None:
+            params = with_overrides(params, synth={"patients": short[0]}, demo={"patients": short[0]})
+            log(f"{short[1]}; using {short[0]} patients (pass --patients to choose)")
     _write_effective_params(ws, params)
     ctx = DemoContext(ws=ws, params=params, log=log)
     results: list[StageResult] = []

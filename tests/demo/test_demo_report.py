@@ -93,3 +93,13 @@ def test_demo_refuses_early_when_the_cohort_has_too_few_events(params) -> None:
     check_enough_events(with_overrides(params, cohort={"base": "gbsg2"}, synth={"patients": 300}))
     with pytest.raises(DataError, match=r"aids: 300 patients hold about \d+ events .* pass --patients \d+"):
         check_enough_events(with_overrides(params, cohort={"base": "aids"}, synth={"patients": 300}))
+
+
+def test_without_patients_given_a_low_event_base_gets_the_patients_it_needs(params) -> None:
+    from facesurv.config import with_overrides
+    from flows.demo import check_enough_events, patients_needed
+
+    assert patients_needed(with_overrides(params, cohort={"base": "gbsg2"}, synth={"patients": 300})) is None
+    suggest, why = patients_needed(with_overrides(params, cohort={"base": "aids"}, synth={"patients": 300}))
+    assert 300 < suggest <= 1151 and "the dataset has" in why
+    check_enough_events(with_overrides(params, cohort={"base": "aids"}, synth={"patients": suggest}))

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from embedding.projection import learning_rate_at, noise_penalty, project, stable_seed
+from embedding.projection import (
+    latent_statistics,
+    learning_rate_at,
+    noise_penalty,
+    project,
+    stable_seed,
+)
 
 from .conftest import FAST
 
@@ -49,6 +55,27 @@ def test_z_space_batch_invariant_and_deterministic(tiny_generator, rendered_phot
     assert np.array_equal(a.latents, b.latents) and np.array_equal(a.mse, b.mse)
     assert np.abs(a.latents[2] - c.latents[0]).max() <= 1e-6
     assert np.all(a.final_loss < a.initial_loss)
+
+
+@pytest.mark.parametrize("space", ["w", "z"])
+def test_precomputed_latent_statistics_give_the_same_projection(tiny_generator, rendered_photos, space):
+    G, _ = tiny_generator
+    _, img = rendered_photos
+    stats = latent_statistics(G, samples=FAST["w_avg_samples"])
+    assert stats.w_avg.shape == (G.w_dim,) and stats.z_start.shape == (G.z_dim,) and stats.w_std > 0
+    fresh = project(G, img[:2], space=space, seed=3, **FAST)
+    reused = project(G, img[:2], space=space, seed=3, stats=stats, **FAST)
+    assert np.array_equal(fresh.latents, reused.latents)
+
+
+def test_latent_statistics_must_match_the_sample_count(tiny_generator, rendered_photos):
+    G, _ = tiny_generator
+    _, img = rendered_photos
+    stats = latent_statistics(G, samples=32)
+    with pytest.raises(ValueError, match="computed from 32 samples .* w_avg_samples is 64"):
+        project(G, img[:1], stats=stats, **FAST)
+    with pytest.raises(ValueError, match="samples must be >= 1"):
+        latent_statistics(G, samples=0)
 
 
 def test_seed_changes_the_run(tiny_generator, rendered_photos):
@@ -139,3 +166,17 @@ def test_cuda_unavailable(tiny_generator, rendered_photos):
     _, img = rendered_photos
     with pytest.raises(ValueError, match="CUDA is not available"):
         project(G, img[:1], device="cuda", **FAST)
+
+
+def test_every_projection_setting_reaches_project(params):
+    # the flows once called project() with a hand-picked subset, so noise_mode, clamp_output and
+    # batch_multiple in params.yaml were silently ignored there; project_options is the one mapping
+    import dataclasses
+    import inspect
+
+    accepted = set(inspect.signature(project).parameters)
+    opts = params.projection.project_options()
+    assert set(opts) <= accepted
+    handled_apart = {"seed", "device", "batch_size", "mixed_precision"}   # per run / per machine
+    fields = {f.name for f in dataclasses.fields(params.projection)}
+    assert fields - handled_apart == set(opts)
