@@ -64,16 +64,18 @@ def _dvc_repo_class() -> type:
     `import dvc` binds stream handlers to whatever sys.stdout/sys.stderr are at that moment
     and raises from every later log call once that stream is closed (a finished pytest
     capture, a Prefect task's redirected output). As a library DVC should not print on its
-    own: its records propagate to the application's logging instead.
+    own: its records propagate to the application's logging, at the application's level.
     """
     import dvc.logger
     from dvc.repo import Repo
 
     for name in ("dvc", "dvc_objects", "dvc_data"):
         logger = logging.getLogger(name)
-        for handler in list(logger.handlers):
-            if isinstance(handler, dvc.logger.LoggerHandler):
-                logger.removeHandler(handler)
+        stale = [h for h in logger.handlers if isinstance(h, dvc.logger.LoggerHandler)]
+        for handler in stale:
+            logger.removeHandler(handler)
+        if stale:
+            logger.setLevel(logging.NOTSET)  # the import also pinned INFO; the application's level decides
     return Repo
 
 

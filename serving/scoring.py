@@ -148,8 +148,9 @@ def git_sha(repo: Path) -> str:
     return sha + ("+dirty" if dirty else "")
 
 
-def dvc_photo_version(data_dir: Path, repo: Path | None = None) -> dict[str, Any]:
-    """md5 of the DVC-tracked photos (from photos.dvc) and the workspace's git revision."""
+def dvc_photo_version(data_dir: Path) -> dict[str, Any]:
+    """md5 of the DVC-tracked photos (from photos.dvc) and the data repository's commit that
+    holds that pointer (the workspace root is not a git repository: `data/` is)."""
     import yaml
 
     info: dict[str, Any] = {"path": str(data_dir / "photos"), "dvc_md5": None, "git_rev": None}
@@ -160,8 +161,8 @@ def dvc_photo_version(data_dir: Path, repo: Path | None = None) -> dict[str, Any
             info["dvc_md5"] = outs[0].get("md5")
         except (yaml.YAMLError, OSError, AttributeError):
             info["dvc_md5"] = "unreadable"
-    if repo is not None and (repo / ".git").exists():
-        info["git_rev"] = git_sha(repo)
+    if (data_dir / ".git").exists():
+        info["git_rev"] = git_sha(data_dir)
     return info
 
 

@@ -106,7 +106,7 @@ def build_server(ws: Workspace, params: Params, *, env: dict[str, str] | None = 
             notes.append("photo scoring runs on a RANDOM-INIT stand-in generator: "
                          + embed.generator_info.description)
     ctx = LineageContext(code_version=git_sha(REPO_ROOT), params_hash=params.params_hash,
-                         photo_data=dvc_photo_version(ws.data_dir, ws.root))
+                         photo_data=dvc_photo_version(ws.data_dir))
     scorer = Scorer(model=model, read_features=reader, context=ctx, embed_photo=embed,
                     projection_settings=embed.settings() if embed else None)
     target = ledger_target(ws, params)

@@ -27,8 +27,9 @@ def demo(
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")  # mlflow sets its loggers' level from this on import
     warnings.filterwarnings("ignore")
-    for name in ("mlflow", "alembic", "great_expectations", "dvc", "feast", "distributed"):
+    for name in ("mlflow", "alembic", "great_expectations", "dvc", "feast", "distributed", "py.warnings"):
         logging.getLogger(name).setLevel(logging.ERROR)
     from flows.demo import run_demo
 

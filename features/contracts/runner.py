@@ -40,8 +40,14 @@ class ContractResult:
 
 
 def _context(docs_dir: Path | None) -> Any:
+    import logging
+
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    # GX pins this module's logger at INFO, so every validation printed a line about a
+    # temporary docs directory whatever the application's logging level; WARNING keeps its problems
+    logging.getLogger("great_expectations.data_context.types.base").setLevel(logging.WARNING)
 
     ctx = gx.get_context(mode="ephemeral")
     ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
