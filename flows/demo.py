@@ -297,8 +297,12 @@ def report_inputs(ctx: DemoContext) -> Any:
                      f"direction in {synth.get('space')}; out-of-fold oracle C-index clinical "
                      f"{synth['c_index']['clinical_cox']:.3f} vs clinical + true latent {synth['c_index']['oracle_cox']:.3f}.")
     if "fusion" in models:
-        best_input = max(models.get(k, {}).get("c_index", 0.0) for k in ("embedding_coxph", "clinical_deepsurv"))
-        notes.append(f"Fusion C-index {models['fusion']['c_index']:.3f} vs the better of its inputs {best_input:.3f}.")
+        by_model = {v: k for k, v in MODEL_MAP.items()}
+        inputs = [by_model[m] for m in ctx.params.training.fusion_members if by_model.get(m) in models]
+        best = max(inputs, key=lambda k: models[k].get("c_index") or 0.0, default=None)
+        if best is not None:
+            notes.append(f"Fusion C-index {models['fusion']['c_index']:.3f} vs the best of its inputs "
+                         f"({', '.join(inputs)}): {best} {models[best]['c_index']:.3f}.")
     patients = int(synth.get("patients") or 0)
     if not patients:
         clinical = ctx.ws.data_dir / "clinical"
