@@ -24,7 +24,7 @@ from typing import Any
 from embedding.fileio import sha256_file
 from facesurv.atomic import atomic_path
 from facesurv.config import Params
-from facesurv.errors import DataError
+from facesurv.errors import ConfigError, DataError
 from facesurv.workspace import Workspace
 from flows.available import require
 from flows.faults import checkpoint
@@ -115,31 +115,46 @@ def projection_inputs(ws: Workspace) -> list[dict[str, Any]]:
 # --- projection ---------------------------------------------------------------------------------
 
 @functools.lru_cache(maxsize=2)
-def _generator(params_json: str) -> tuple[Any, Any]:
+def _generator(params_json: str, root: str, device: str) -> tuple[Any, Any]:
     load_generator, GeneratorConfig = require("generator", "load_generator", "GeneratorConfig")
     g = json.loads(params_json)
     cfg = GeneratorConfig(z_dim=g["z_dim"], w_dim=g["w_dim"], mapping_layers=g["mapping_layers"],
                           resolution=g["resolution"], channel_base=g["channel_base"], channel_max=g["channel_max"],
                           lr_multiplier=g["lr_multiplier"], img_channels=3)
-    return load_generator(g["checkpoint"], config=cfg, seed=g["seed"])
+    ckpt = g["checkpoint"]
+    if ckpt is not None and not Path(ckpt).expanduser().is_absolute():
+        ckpt = str(Path(root) / ckpt)   # params.yaml: relative checkpoints live under the workspace
+    G, info = load_generator(ckpt, config=cfg, seed=g["seed"])
+    return G.to(device), info
 
 
-def generator(params: Params) -> tuple[Any, Any]:
-    """(G, GeneratorInfo) for params.generator, loaded once per process."""
-    return _generator(json.dumps(dataclasses.asdict(params.generator), sort_keys=True))
+def projection_device(setting: str) -> str:
+    """params.projection.device on this worker: auto = CUDA when this machine has it."""
+    import torch
+
+    if setting == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("projection.device is cuda but this worker has no CUDA device; use auto or cpu")
+    return setting
+
+
+def generator(ws: Workspace, params: Params, *, device: str = "cpu") -> tuple[Any, Any]:
+    """(G, GeneratorInfo) for params.generator on `device`, loaded once per process."""
+    return _generator(json.dumps(dataclasses.asdict(params.generator), sort_keys=True), str(ws.root), device)
 
 
 _STATS: dict[tuple[int, int], Any] = {}
 
 
-def latent_stats(G: Any, p: Any) -> Any:
+def latent_stats(G: Any, p: Any, *, device: str = "cpu") -> Any:
     """embedding.projection.latent_statistics for G, drawn once per process and generator
     (the flows' generator is cached by `generator`, so its id is stable while it lives)."""
     key = (id(G), p.w_avg_samples)
     if key not in _STATS:
         latent_statistics = require("projection", "latent_statistics")
         _STATS.clear()  # one generator at a time: do not pin old ones in memory
-        _STATS[key] = latent_statistics(G, samples=p.w_avg_samples, device="cpu")
+        _STATS[key] = latent_statistics(G, samples=p.w_avg_samples, device=device)
     return _STATS[key]
 
 
@@ -152,7 +167,7 @@ def settings_key(params: Params, generator_sha: str) -> str:
 
 
 def latents_dir(ws: Workspace, params: Params) -> Path:
-    _, info = generator(params)
+    _, info = generator(ws, params)
     return ws.artifacts_dir / "latents" / settings_key(params, info.sha256) / "batches"
 
 
@@ -204,27 +219,29 @@ def _load_images(paths: list[str], resolution: int) -> Any:
 def project_batch(ws: Workspace, params: Params, items: list[dict[str, Any]]) -> Path:
     """Project one batch and write its parquet (skipped when that batch's file exists).
 
-    Runs on the CPU (the flows' Dask workers are CPU boxes); `facesurv project` uses CUDA.
+    Runs on projection.device as this worker sees it (auto: CUDA when it has one).
     """
     import numpy as np
     import pandas as pd
 
-    G, info = generator(params)
+    p = params.projection
+    device = projection_device(p.device)
+    G, info = generator(ws, params, device=device)
     key = settings_key(params, info.sha256)
     target = ws.artifacts_dir / "latents" / key / "batches" / f"{_batch_key(key, items)}.parquet"
     if target.exists():
         return target
-    p = params.projection
     perceptual, pinfo = None, None
     if p.loss != "mse":
         load_perceptual = require("perceptual", "load_perceptual")
         perceptual, pinfo = load_perceptual(network=params.perceptual.network, vgg16_path=params.perceptual.vgg16_path)
+        perceptual = perceptual.to(device)
     images = _load_images([i["path"] for i in items], G.img_resolution)
     project, stable_seed = require("projection", "project", "stable_seed")
     # a photo's seed comes from its content, so its latent is the same whatever batch it lands in
     seeds = [stable_seed(p.seed, i["photo_sha256"]) for i in items]
-    res = project(G, images, **p.project_options(), perceptual=perceptual, seed=seeds, device="cpu",
-                  mixed_precision=p.mixed_precision, stats=latent_stats(G, p))
+    res = project(G, images, **p.project_options(), perceptual=perceptual, seed=seeds, device=device,
+                  mixed_precision=p.mixed_precision, stats=latent_stats(G, p, device=device))
     checkpoint("project:batch-computed")
     lat = np.asarray(res.latents, dtype=np.float32)  # ProjectionResult holds numpy arrays
 

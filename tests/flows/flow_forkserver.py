@@ -64,9 +64,10 @@ def main() -> None:
     from flows.nightly_embedding import nightly_embedding
 
     # the children inherit these caches: the dlib models and the generator load once
-    params = Workspace(Path(workspace)).load_params()
+    ws = Workspace(Path(workspace))
+    params = ws.load_params()
     embedding_steps.aligner(params)
-    embedding_steps.generator(params)
+    embedding_steps.generator(ws, params)
 
     proto = os.fdopen(os.dup(1), "w", buffering=1)
     print(json.dumps({"ready": True}), file=proto)

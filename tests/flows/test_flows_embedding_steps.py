@@ -1,0 +1,41 @@
+"""The nightly flow's projection step: where its generator comes from and where it runs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from facesurv.config import with_overrides
+from facesurv.errors import ConfigError
+from flows import embedding_steps
+
+
+def test_a_relative_checkpoint_is_found_under_the_workspace(workspace, params, tmp_path: Path) -> None:
+    from embedding.stylegan2 import GeneratorConfig, load_generator
+    from embedding.stylegan2.store import save_generator
+
+    G, _ = load_generator(None, config=GeneratorConfig(resolution=8, channel_max=8, mapping_layers=2), seed=4)
+    sha = save_generator(G, workspace.root / "generators" / "tiny", source="test")
+    p = with_overrides(params, generator={"checkpoint": "generators/tiny"})
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    cwd = Path.cwd()
+    os.chdir(elsewhere)  # params.yaml promises the workspace, not the current directory
+    try:
+        loaded, info = embedding_steps.generator(workspace, p)
+    finally:
+        os.chdir(cwd)
+    assert info.sha256 == sha and loaded.img_resolution == 8
+    assert Path(info.source) == workspace.root / "generators" / "tiny"
+
+
+def test_projection_device_follows_the_setting() -> None:
+    import torch
+
+    assert embedding_steps.projection_device("cpu") == "cpu"
+    assert embedding_steps.projection_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="projection.device is cuda but this worker has no CUDA device"):
+            embedding_steps.projection_device("cuda")
