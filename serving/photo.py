@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from pathlib import Path
 from typing import Any
 
 from facesurv.config import Params
@@ -18,10 +19,11 @@ from serving.scoring import EmbeddedPhoto, PhotoRejected
 class PhotoPipeline:
     """Callable image bytes -> EmbeddedPhoto. One photo at a time (dlib objects are not thread-safe)."""
 
-    def __init__(self, params: Params) -> None:
+    def __init__(self, params: Params, *, workspace_root: Path | None = None) -> None:
         import torch
 
         from embedding.align import AlignConfig, Aligner
+        from embedding.projection import latent_statistics
         from embedding.stylegan2 import GeneratorConfig, load_generator
 
         self.params = params
@@ -33,7 +35,12 @@ class PhotoPipeline:
         p = params.projection
         want = p.device
         self.device = "cuda" if want == "cuda" or (want == "auto" and torch.cuda.is_available()) else "cpu"
-        self.G, self.generator_info = load_generator(g.checkpoint, config=cfg, seed=g.seed, device=self.device)
+        ckpt = g.checkpoint
+        if ckpt is not None and workspace_root is not None and not Path(ckpt).expanduser().is_absolute():
+            ckpt = str(workspace_root / ckpt)   # params.yaml: relative checkpoints live under the workspace
+        self.G, self.generator_info = load_generator(ckpt, config=cfg, seed=g.seed, device=self.device)
+        # drawn once per server, not per request (10k mapping passes: seconds on a CPU)
+        self.stats = latent_statistics(self.G, samples=p.w_avg_samples, device=self.device)
         self.perceptual, self.perceptual_info = None, None
         try:
             from embedding.perceptual import load_perceptual
@@ -48,8 +55,7 @@ class PhotoPipeline:
 
     def settings(self) -> dict[str, Any]:
         p = self.params.projection
-        return {"space": p.space, "steps": p.steps, "loss": p.loss, "learning_rate": p.learning_rate,
-                "noise_regularize": p.noise_regularize, "seed": p.seed, "device": self.device}
+        return {**p.project_options(), "seed": p.seed, "device": self.device}
 
     def __call__(self, image: bytes) -> EmbeddedPhoto:
         import numpy as np
@@ -70,12 +76,9 @@ class PhotoPipeline:
             if crop.shape[-1] != r:
                 crop = F.interpolate(crop, size=(r, r), mode="area")
             images = (crop / 127.5 - 1.0).to(self.device)
-            res = project(self.G, images, space=p.space, steps=p.steps, learning_rate=p.learning_rate,
-                          loss=p.loss, perceptual=self.perceptual, seed=[stable_seed(p.seed, sha)],
-                          noise_regularize=p.noise_regularize, initial_noise_factor=p.initial_noise_factor,
-                          noise_ramp_length=p.noise_ramp_length, lr_rampdown_length=p.lr_rampdown_length,
-                          lr_rampup_length=p.lr_rampup_length, device=self.device,
-                          mixed_precision=p.mixed_precision)
+            res = project(self.G, images, **p.project_options(), perceptual=self.perceptual,
+                          seed=[stable_seed(p.seed, sha)], device=self.device, mixed_precision=p.mixed_precision,
+                          stats=self.stats)
         gi, pi = self.generator_info, self.perceptual_info
         lineage = {
             "aligner_version": self.aligner.version,

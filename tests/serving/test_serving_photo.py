@@ -44,6 +44,9 @@ def test_photo_scoring_records_photo_lineage_and_keeps_upload_for_retention(make
     assert len(inp["alignment"]["landmark_model_sha256"]) == 64
     assert inp["generator"]["is_random_init"] is True and len(inp["generator"]["sha256"]) == 64
     assert inp["projection"]["steps"] == 2 and inp["projection"]["final_loss"] > 0
+    # every projection setting the flow uses is the one the upload was projected with, and recorded
+    for key, value in pipeline.params.projection.project_options().items():
+        assert inp["projection"][key] == value, key
     assert inp["clinical"]["age"] == 61.0 and inp["clinical"]["sex"] == "female"
     assert [p.name for p in uploads.iterdir()] == [f"{body['score_id']}.png"]
 
