@@ -31,10 +31,14 @@ def out_of_fold_risks(df: pd.DataFrame, factories: dict[str, Callable[[], Surviv
                         "add patients or lower training.fusion_folds")
     oof = pd.DataFrame(index=df.index, columns=list(factories), dtype=np.float64)
     skf = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    # A member that passed the events-per-feature check on the whole training part has, by
+    # construction, only (k-1)/k of those events in a fold; the refits only supply stacking
+    # inputs, so the check is scaled to the fold's share rather than failing the fusion.
+    fold_minimum = min_events_per_feature * (k - 1) / k
     for tr, va in skf.split(np.zeros(len(df)), event):
         part = df.iloc[tr]
         for name, make in factories.items():
-            member = make().fit(part, min_events_per_feature=min_events_per_feature)
+            member = make().fit(part, min_events_per_feature=fold_minimum)
             oof.iloc[va, oof.columns.get_loc(name)] = member.predict_risk(df.iloc[va])
     return oof
 

@@ -108,6 +108,25 @@ def test_pycox_ibs_works_with_the_scipy_shim(cohort_df):
     assert 0 < ev.integrated_brier_score(np.linspace(100, 900, 5)) < 1
 
 
+def test_out_of_fold_refits_check_events_at_the_folds_share(cohort_df, fast_params):
+    # a member that just passes the check on the whole training part would fail it on every
+    # fold (which holds (k-1)/k of the events); the fusion must not fail because of that
+    from facesurv.errors import DataError
+    from training.fusion import out_of_fold_risks
+    from training.models import factory
+    from training.preprocess import Preprocessor
+
+    num, cat = clinical_feature_columns(cohort_df)
+    make = factory("coxph_clinical", fast_params.training, numeric=num, categorical=cat)
+    n_features = len(Preprocessor(num, cat).fit(cohort_df).feature_names)
+    just_enough = int(cohort_df["event"].sum()) / n_features      # the whole part passes exactly
+    make().fit(cohort_df, min_events_per_feature=just_enough)
+    with pytest.raises(DataError, match="too few events"):
+        make().fit(cohort_df.iloc[: len(cohort_df) * 4 // 5], min_events_per_feature=just_enough)
+    oof = out_of_fold_risks(cohort_df, {"coxph_clinical": make}, folds=5, seed=0, min_events_per_feature=just_enough)
+    assert np.isfinite(oof.to_numpy(dtype=float)).all()
+
+
 def test_fusion_uses_out_of_fold_risks(cohort_df, fast_params):
     from training.fusion import FusionModel, out_of_fold_risks
     from training.models import factory
