@@ -107,8 +107,8 @@ def stage_cohort(ctx: DemoContext) -> str:
 
 def patients_needed(params: Params) -> tuple[int, str] | None:
     """None when the cohort holds enough events for the clinical models
-    (training.min_events_per_feature per one-hot clinical feature in the training part);
-    otherwise (patients to use instead, why)."""
+    (training.min_events_per_feature per one-hot clinical feature in the training part) and
+    the base has that many patients; otherwise (patients to use instead, why)."""
     import math
 
     from features.cohort import covariate_columns, import_cohort
@@ -116,6 +116,8 @@ def patients_needed(params: Params) -> tuple[int, str] | None:
     c, t = params.cohort, params.training
     df = import_cohort(c.base, seed=c.seed, admission_start=c.admission_start,
                        admission_span_days=c.admission_span_days, record_lag_days=c.record_lag_days)
+    if params.synth.patients > len(df):
+        return len(df), f"{c.base} has {len(df)} patients, fewer than the {params.synth.patients} asked for"
     numeric, categorical = covariate_columns(c.base)
     features = 1 + len(numeric) + sum(max(df[col].nunique() - 1, 0) for col in ("sex", "cancer_type", *categorical))
     rate = float(df["event"].mean())

@@ -103,3 +103,6 @@ def test_without_patients_given_a_low_event_base_gets_the_patients_it_needs(para
     suggest, why = patients_needed(with_overrides(params, cohort={"base": "aids"}, synth={"patients": 300}))
     assert 300 < suggest <= 1151 and "the dataset has" in why
     check_enough_events(with_overrides(params, cohort={"base": "aids"}, synth={"patients": suggest}))
+    # a base smaller than demo.patients is used whole
+    assert patients_needed(with_overrides(params, cohort={"base": "veterans_lung_cancer"}, synth={"patients": 300})) \
+        == (137, "veterans_lung_cancer has 137 patients, fewer than the 300 asked for")
