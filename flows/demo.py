@@ -349,7 +349,8 @@ def asset_statements(ctx: DemoContext) -> list[tuple[str, str]]:
     else:
         out.append(("Generator", f"{gen.get('description') or gen.get('source')} (sha256 {str(gen.get('sha256'))[:12]})"))
     if p.projection.loss == "mse":
-        out.append(("Projection loss", f"pixel MSE in {p.projection.space}, {p.projection.steps} steps: the "
+        out.append(("Projection loss", f"pixel MSE in {p.projection.space}, {p.projection.steps} steps at learning "
+                    f"rate {p.projection.learning_rate:g}, latent noise {p.projection.initial_noise_factor:g}: the "
                     "perceptual network is not used at the demo's resolution."))
     if p.perceptual.network == "vgg16":
         out.append(("Perceptual network", f"ImageNet VGG-16 from {p.perceptual.vgg16_path}"))
