@@ -65,6 +65,20 @@ class ProjectionResult:
     seeds: tuple[int, ...]
 
 
+def resolve_device(setting: str) -> str:
+    """"auto" | "cpu" | "cuda" -> the device to run on here ("auto": CUDA when present).
+
+    Raises ValueError when "cuda" is asked for on a machine without it.
+    """
+    if setting not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, got {setting!r}")
+    if setting == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise ValueError("projection.device is cuda but this machine has no CUDA device; use auto or cpu")
+    return setting
+
+
 def stable_seed(seed: int, key: str) -> int:
     """A 63-bit seed from (seed, key); the batch driver keys it by the photo's content hash."""
     digest = hashlib.sha256(f"{int(seed)}:{key}".encode()).digest()

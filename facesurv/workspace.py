@@ -52,6 +52,14 @@ class Workspace:
     def load_params(self) -> Params:
         return load_params(self.params_path)
 
+    def setting_path(self, value: str | os.PathLike | None) -> Path | None:
+        """A file named in params.yaml (a checkpoint, weights): ~ expanded, and a relative
+        path taken under this workspace, never under the current directory."""
+        if value is None:
+            return None
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else self.root / path
+
     @property
     def params_path(self) -> Path:
         return self.root / "params.yaml"

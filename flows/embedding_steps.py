@@ -115,33 +115,30 @@ def projection_inputs(ws: Workspace) -> list[dict[str, Any]]:
 # --- projection ---------------------------------------------------------------------------------
 
 @functools.lru_cache(maxsize=2)
-def _generator(params_json: str, root: str, device: str) -> tuple[Any, Any]:
+def _generator(params_json: str, checkpoint: str | None, device: str) -> tuple[Any, Any]:
     load_generator, GeneratorConfig = require("generator", "load_generator", "GeneratorConfig")
     g = json.loads(params_json)
     cfg = GeneratorConfig(z_dim=g["z_dim"], w_dim=g["w_dim"], mapping_layers=g["mapping_layers"],
                           resolution=g["resolution"], channel_base=g["channel_base"], channel_max=g["channel_max"],
                           lr_multiplier=g["lr_multiplier"], img_channels=3)
-    ckpt = g["checkpoint"]
-    if ckpt is not None and not Path(ckpt).expanduser().is_absolute():
-        ckpt = str(Path(root) / ckpt)   # params.yaml: relative checkpoints live under the workspace
-    G, info = load_generator(ckpt, config=cfg, seed=g["seed"])
+    G, info = load_generator(checkpoint, config=cfg, seed=g["seed"])
     return G.to(device), info
 
 
 def projection_device(setting: str) -> str:
     """params.projection.device on this worker: auto = CUDA when this machine has it."""
-    import torch
-
-    if setting == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if setting == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("projection.device is cuda but this worker has no CUDA device; use auto or cpu")
-    return setting
+    resolve_device = require("projection", "resolve_device")
+    try:
+        return str(resolve_device(setting))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def generator(ws: Workspace, params: Params, *, device: str = "cpu") -> tuple[Any, Any]:
     """(G, GeneratorInfo) for params.generator on `device`, loaded once per process."""
-    return _generator(json.dumps(dataclasses.asdict(params.generator), sort_keys=True), str(ws.root), device)
+    ckpt = ws.setting_path(params.generator.checkpoint)
+    return _generator(json.dumps(dataclasses.asdict(params.generator), sort_keys=True),
+                      None if ckpt is None else str(ckpt), device)
 
 
 _STATS: dict[tuple[int, int], Any] = {}
@@ -234,7 +231,9 @@ def project_batch(ws: Workspace, params: Params, items: list[dict[str, Any]]) ->
     perceptual, pinfo = None, None
     if p.loss != "mse":
         load_perceptual = require("perceptual", "load_perceptual")
-        perceptual, pinfo = load_perceptual(network=params.perceptual.network, vgg16_path=params.perceptual.vgg16_path)
+        perceptual, pinfo = load_perceptual(network=params.perceptual.network,
+                                            vgg16_path=ws.setting_path(params.perceptual.vgg16_path),
+                                            resize=params.perceptual.resize)
         perceptual = perceptual.to(device)
     images = _load_images([i["path"] for i in items], G.img_resolution)
     project, stable_seed = require("projection", "project", "stable_seed")

@@ -9,21 +9,20 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from pathlib import Path
 from typing import Any
 
 from facesurv.config import Params
+from facesurv.errors import ConfigError
+from facesurv.workspace import Workspace
 from serving.scoring import EmbeddedPhoto, PhotoRejected
 
 
 class PhotoPipeline:
     """Callable image bytes -> EmbeddedPhoto. One photo at a time (dlib objects are not thread-safe)."""
 
-    def __init__(self, params: Params, *, workspace_root: Path | None = None) -> None:
-        import torch
-
+    def __init__(self, params: Params, *, workspace: Workspace | None = None) -> None:
         from embedding.align import AlignConfig, Aligner
-        from embedding.projection import latent_statistics
+        from embedding.projection import latent_statistics, resolve_device
         from embedding.stylegan2 import GeneratorConfig, load_generator
 
         self.params = params
@@ -33,19 +32,20 @@ class PhotoPipeline:
                               resolution=g.resolution, channel_base=g.channel_base, channel_max=g.channel_max,
                               lr_multiplier=g.lr_multiplier)
         p = params.projection
-        want = p.device
-        self.device = "cuda" if want == "cuda" or (want == "auto" and torch.cuda.is_available()) else "cpu"
-        ckpt = g.checkpoint
-        if ckpt is not None and workspace_root is not None and not Path(ckpt).expanduser().is_absolute():
-            ckpt = str(workspace_root / ckpt)   # params.yaml: relative checkpoints live under the workspace
-        self.G, self.generator_info = load_generator(ckpt, config=cfg, seed=g.seed, device=self.device)
+        try:
+            self.device = resolve_device(p.device)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        # params.yaml's file paths are relative to the workspace
+        where = workspace.setting_path if workspace is not None else (lambda v: v)
+        self.G, self.generator_info = load_generator(where(g.checkpoint), config=cfg, seed=g.seed, device=self.device)
         # drawn once per server, not per request (10k mapping passes: seconds on a CPU)
         self.stats = latent_statistics(self.G, samples=p.w_avg_samples, device=self.device)
         self.perceptual, self.perceptual_info = None, None
         try:
             from embedding.perceptual import load_perceptual
 
-            net, info = load_perceptual(params.perceptual.network, params.perceptual.vgg16_path,
+            net, info = load_perceptual(params.perceptual.network, where(params.perceptual.vgg16_path),
                                         resize=params.perceptual.resize)
             self.perceptual, self.perceptual_info = net.to(self.device), info
         except (OSError, ValueError):

@@ -101,7 +101,7 @@ def build_server(ws: Workspace, params: Params, *, env: dict[str, str] | None = 
     if want_photo:
         from serving.photo import PhotoPipeline
 
-        embed = PhotoPipeline(params, workspace_root=ws.root)
+        embed = PhotoPipeline(params, workspace=ws)
         if embed.generator_info.is_random_init:
             notes.append("photo scoring runs on a RANDOM-INIT stand-in generator: "
                          + embed.generator_info.description)

@@ -35,10 +35,7 @@ def load_workspace_generator(ws, params, *, device: str = "cpu"):
     For other commands (project, cohort synth): errors come out as one-line DataErrors.
     """
     g = params.generator
-    ckpt = g.checkpoint
-    if ckpt is not None and not Path(ckpt).expanduser().is_absolute():
-        ckpt = ws.root / ckpt
-    G, info = _load(Path(ckpt).expanduser() if ckpt is not None else None, config=_config_from_params(g), seed=g.seed)
+    G, info = _load(ws.setting_path(g.checkpoint), config=_config_from_params(g), seed=g.seed)
     return G.to(device), info
 
 

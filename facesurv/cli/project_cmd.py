@@ -46,15 +46,13 @@ def list_photos(aligned_dir: Path) -> tuple[list[tuple[str, str]], int]:
 
 
 def _resolve_device(device: str) -> str:
-    import torch
-
+    from embedding.projection import resolve_device
     from facesurv.errors import ConfigError
 
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("projection.device is cuda but no CUDA device is available; use auto or cpu")
-    return device
+    try:
+        return resolve_device(device)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def stand_in_statement(ginfo, pinfo) -> str:
@@ -159,9 +157,7 @@ def project(
 
     device = _resolve_device(pp.device)
     G, ginfo = load_workspace_generator(ws, params, device=device)
-    vgg_path = perc.vgg16_path
-    if vgg_path is not None and not Path(vgg_path).expanduser().is_absolute():
-        vgg_path = str(ws.root / vgg_path)
+    vgg_path = ws.setting_path(perc.vgg16_path)
     try:
         net, pinfo = load_perceptual(perc.network, vgg_path, resize=perc.resize)
     except FileNotFoundError as exc:

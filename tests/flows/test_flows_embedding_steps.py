@@ -37,5 +37,19 @@ def test_projection_device_follows_the_setting() -> None:
     assert embedding_steps.projection_device("cpu") == "cpu"
     assert embedding_steps.projection_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
     if not torch.cuda.is_available():
-        with pytest.raises(ConfigError, match="projection.device is cuda but this worker has no CUDA device"):
+        with pytest.raises(ConfigError, match="projection.device is cuda but this machine has no CUDA device"):
             embedding_steps.projection_device("cuda")
+
+
+def test_setting_paths_are_taken_under_the_workspace(workspace, tmp_path: Path) -> None:
+    assert workspace.setting_path(None) is None
+    assert workspace.setting_path("generators/g") == workspace.root / "generators" / "g"
+    assert workspace.setting_path(str(tmp_path / "abs")) == tmp_path / "abs"
+    assert workspace.setting_path("~/w.pth") == Path.home() / "w.pth"
+
+
+def test_an_unknown_device_setting_is_refused() -> None:
+    from embedding.projection import resolve_device
+
+    with pytest.raises(ValueError, match="device must be auto, cpu or cuda, got 'tpu'"):
+        resolve_device("tpu")
