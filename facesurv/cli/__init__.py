@@ -51,10 +51,23 @@ def _quiet_third_parties() -> None:
         os.environ.setdefault(key, value)
 
 
+def exit_cleanly_on_sigterm() -> None:
+    """Turn SIGTERM (a scheduler or supervisor stopping us) into SystemExit, so exit handlers
+    run: Prefect stops its ephemeral API server from one, which a bare SIGTERM left running."""
+    import signal
+
+    def _stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _stop)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; bad input ends in one line on stderr and a non-zero exit."""
     from facesurv.errors import FacesurvError
 
+    if argv is None:  # a real process, not a caller (tests) sharing its own
+        exit_cleanly_on_sigterm()
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]

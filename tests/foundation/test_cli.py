@@ -67,3 +67,24 @@ def test_error_has_no_traceback_but_debug_does(tmp_path: Path) -> None:
     assert len(r.stderr.strip().splitlines()) == 1
     r = subprocess.run([*cmd, "--debug"], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode != 0 and "Traceback" in r.stderr
+
+
+def test_sigterm_lets_exit_handlers_run(tmp_path) -> None:
+    # Prefect stops its ephemeral API server from an atexit handler; a bare SIGTERM skipped it
+    # and left the server running after the command had gone
+    import signal
+    import subprocess
+    import sys
+
+    marker = tmp_path / "exit-handler-ran"
+    code = ("import atexit, sys, time\n"
+            "from facesurv.cli import exit_cleanly_on_sigterm\n"
+            "exit_cleanly_on_sigterm()\n"
+            "atexit.register(lambda: open(sys.argv[1], 'w').write('ran'))\n"
+            "print('ready', flush=True)\n"
+            "time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(marker)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+    assert marker.read_text() == "ran"
