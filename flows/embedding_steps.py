@@ -141,13 +141,13 @@ def generator(ws: Workspace, params: Params, *, device: str = "cpu") -> tuple[An
                       None if ckpt is None else str(ckpt), device)
 
 
-_STATS: dict[tuple[int, int], Any] = {}
+_STATS: dict[tuple[str, str, int], Any] = {}
 
 
-def latent_stats(G: Any, p: Any, *, device: str = "cpu") -> Any:
-    """embedding.projection.latent_statistics for G, drawn once per process and generator
-    (the flows' generator is cached by `generator`, so its id is stable while it lives)."""
-    key = (id(G), p.w_avg_samples)
+def latent_stats(G: Any, generator_sha256: str, p: Any, *, device: str = "cpu") -> Any:
+    """embedding.projection.latent_statistics for G, drawn once per process, generator
+    (by its weights' sha256, not its object id, which a new object may reuse) and device."""
+    key = (generator_sha256, device, p.w_avg_samples)
     if key not in _STATS:
         latent_statistics = require("projection", "latent_statistics")
         _STATS.clear()  # one generator at a time: do not pin old ones in memory
@@ -240,7 +240,7 @@ def project_batch(ws: Workspace, params: Params, items: list[dict[str, Any]]) ->
     # a photo's seed comes from its content, so its latent is the same whatever batch it lands in
     seeds = [stable_seed(p.seed, i["photo_sha256"]) for i in items]
     res = project(G, images, **p.project_options(), perceptual=perceptual, seed=seeds, device=device,
-                  mixed_precision=p.mixed_precision, stats=latent_stats(G, p, device=device))
+                  mixed_precision=p.mixed_precision, stats=latent_stats(G, info.sha256, p, device=device))
     checkpoint("project:batch-computed")
     lat = np.asarray(res.latents, dtype=np.float32)  # ProjectionResult holds numpy arrays
 
