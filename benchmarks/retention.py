@@ -75,9 +75,7 @@ def main() -> int:
     repo = Path(__file__).resolve().parent.parent
     params = load_params(repo / "params.yaml")
     g, s, c, p = params.generator, params.synth, params.cohort, params.projection
-    G, info = load_generator(g.checkpoint, config=GeneratorConfig(
-        z_dim=g.z_dim, w_dim=g.w_dim, mapping_layers=g.mapping_layers, resolution=g.resolution,
-        channel_base=g.channel_base, channel_max=g.channel_max, lr_multiplier=g.lr_multiplier), seed=g.seed)
+    G, info = load_generator(g.checkpoint, config=GeneratorConfig.from_params(g), seed=g.seed)
     t0 = time.perf_counter()
     direction = generator_direction(G, space="w", samples=s.direction_samples, seed=args.seed,
                                     iterations=s.direction_iterations)

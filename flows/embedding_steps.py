@@ -23,7 +23,7 @@ from typing import Any
 
 from embedding.fileio import sha256_file
 from facesurv.atomic import atomic_path
-from facesurv.config import Params
+from facesurv.config import GeneratorParams, Params
 from facesurv.errors import ConfigError, DataError
 from facesurv.workspace import Workspace
 from flows.available import require
@@ -117,11 +117,8 @@ def projection_inputs(ws: Workspace) -> list[dict[str, Any]]:
 @functools.lru_cache(maxsize=2)
 def _generator(params_json: str, checkpoint: str | None, device: str) -> tuple[Any, Any]:
     load_generator, GeneratorConfig = require("generator", "load_generator", "GeneratorConfig")
-    g = json.loads(params_json)
-    cfg = GeneratorConfig(z_dim=g["z_dim"], w_dim=g["w_dim"], mapping_layers=g["mapping_layers"],
-                          resolution=g["resolution"], channel_base=g["channel_base"], channel_max=g["channel_max"],
-                          lr_multiplier=g["lr_multiplier"], img_channels=3)
-    G, info = load_generator(checkpoint, config=cfg, seed=g["seed"])
+    g = GeneratorParams(**json.loads(params_json))
+    G, info = load_generator(checkpoint, config=GeneratorConfig.from_params(g), seed=g.seed)
     return G.to(device), info
 
 

@@ -49,8 +49,7 @@ def make_synth_cohort(params: Params, out_dir: Path, *, base: str | None = None,
     if s.patients > len(clinical):
         raise DataError(f"--patients {s.patients} is more than the {len(clinical)} patients of {c.base}; "
                         f"pass {len(clinical)} or fewer (0 = all)")
-    config = GeneratorConfig(z_dim=g.z_dim, w_dim=g.w_dim, mapping_layers=g.mapping_layers, resolution=g.resolution,
-                             channel_base=g.channel_base, channel_max=g.channel_max, lr_multiplier=g.lr_multiplier)
+    config = GeneratorConfig.from_params(g)
     G, info = load_generator(g.checkpoint, config=config, seed=g.seed)
     timings = {}
     # One intra-op thread: the tiny generator's ops are too small to split, and on a busy

@@ -28,9 +28,7 @@ class PhotoPipeline:
         self.params = params
         self.aligner = Aligner(AlignConfig.from_object(params.align))
         g = params.generator
-        cfg = GeneratorConfig(z_dim=g.z_dim, w_dim=g.w_dim, mapping_layers=g.mapping_layers,
-                              resolution=g.resolution, channel_base=g.channel_base, channel_max=g.channel_max,
-                              lr_multiplier=g.lr_multiplier)
+        cfg = GeneratorConfig.from_params(g)
         p = params.projection
         try:
             self.device = resolve_device(p.device)
