@@ -1,18 +1,23 @@
-"""How much of the hidden facial signal survives the pixel -> latent round trip.
+"""The retention ladder: how much of the face's added value the platform captures, rung by
+rung, over seeds.
 
-For each signal strength s and projection setting: build the semi-synthetic cohort (same
-seed, so the same patients, latents and direction), project its rendered portraits back
-with embedding.projection.project, and compare on held-out patients a Cox model on the
-recovered latent's component along d with the same model on the true one:
+Each run builds a semi-synthetic cohort with flows.synth_cohort.make_synth_cohort (faces
+first, outcomes drawn from the truth), aligns real photos with the nightly flow's aligner
+(flows.embedding_steps.aligner), projects every photo with embedding.projection.project and
+the flow's settings (params.projection; a z rung projects in z), and cross-fits the demo's
+models (training.crossfit, the demo's evaluation stage) beside the ceiling. Nothing reads
+the true direction or latents.
 
-    retention = (C_recovered - 0.5) / (C_oracle - 0.5)
+    retention   = (C_fusion - C_clinical CoxPH) / (C_ceiling_total - C_ceiling_clinical)
+    fusion gain = C_fusion - C_clinical CoxPH;   retention_face = (C_Coxnet - 0.5) / (C_ceiling_face - 0.5)
 
-Usage (from the repository root):
-    .venv/bin/python benchmarks/retention.py --patients 300 --strengths 0.5 1 2 \
-        --settings mse:100 mse:200 --out retention.json
-A setting is LOSS:STEPS[:LR[:NOISE]][:KEY=VALUE...] (loss mse | perceptual | mse+perceptual;
-NOISE the projection's noise_mode optimize | const | none; KEY any other option of
-params.yaml's projection section, e.g. initial_noise_factor=0); the rest comes from params.yaml. Prints a markdown table; --out also writes the figures as JSON.
+Rungs: visible-w (the generator's most visible direction in w: the easy case), random-w,
+random-z (signal in z, projected in z), real (--faces, the current generator).
+
+Usage (from the repository root; one torch thread per process):
+    .venv/bin/python benchmarks/retention.py --rungs visible-w random-w --seeds 0 1 2 3 4 --out a.json
+    .venv/bin/python benchmarks/retention.py --rungs real --faces ../shared/utkface --seeds 0 1 2 3 4 --out b.json
+    .venv/bin/python benchmarks/retention.py --table a.json b.json     # one markdown table from saved runs
 """
 
 from __future__ import annotations
@@ -23,12 +28,24 @@ import json
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+RUNGS = {
+    "visible-w": {"direction": "visible", "space": "w"},
+    "random-w": {"direction": "random", "space": "w"},
+    "random-z": {"direction": "random", "space": "z"},
+    "real": {},
+}
+# the models retention needs: the fusion (its members: Coxnet on latents, both clinical models)
+# and the clinical CoxPH it is compared with; DeepSurv on latents is left out to save time
+MODELS = ("coxph_clinical", "coxnet_latent", "fusion")
 
 
 def _cpu_name() -> str:
@@ -39,123 +56,184 @@ def _cpu_name() -> str:
         return platform.processor() or "unknown"
 
 
-def held_out_c(design: np.ndarray, time_: np.ndarray, event: np.ndarray, train: np.ndarray, test: np.ndarray,
-               alpha: float) -> float:
-    from sksurv.linear_model import CoxPHSurvivalAnalysis
-    from sksurv.metrics import concordance_index_censored
-    from sksurv.util import Surv
+def aligned_photos(params: Any, photos: list[Path], cache: Path) -> dict[str, Path]:
+    """photo_id -> aligned PNG, aligned once per source file (cached by its sha256 and the
+    alignment settings, since the same UTKFace photo recurs across seeds); quarantined photos
+    are left out."""
+    import dataclasses
+    import hashlib
 
-    model = CoxPHSurvivalAnalysis(alpha=alpha).fit(design[train], Surv.from_arrays(event[train], time_[train]))
-    return float(concordance_index_censored(event[test], time_[test], model.predict(design[test]))[0])
+    from embedding.align.batch import process_one
+    from embedding.fileio import sha256_file
+    from flows.embedding_steps import aligner
+
+    settings = hashlib.sha256(json.dumps(dataclasses.asdict(params.align), sort_keys=True).encode()).hexdigest()[:12]
+    root = cache / settings
+    root.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for photo in photos:
+        key = sha256_file(photo)[:24]
+        done, failed = root / f"{key}.png", root / f"{key}.quarantined"
+        if not done.exists() and not failed.exists():
+            row = process_one(photo, key, root, aligner(params))
+            if row.get("status") != "aligned":
+                failed.write_text(json.dumps(row, default=str))
+        if done.exists():
+            out[photo.stem] = done
+    return out
+
+
+def run_one(params: Any, rung: str, seed: int, *, faces: Path | None, cache: Path, bootstrap: int,
+            progress: Any) -> dict[str, Any]:
+    import pandas as pd
+    import torch
+
+    from embedding.project_batch import load_photo
+    from embedding.projection import latent_statistics, project, stable_seed
+    from embedding.stylegan2 import GeneratorConfig, load_generator
+    from facesurv.config import with_overrides
+    from flows.synth_cohort import make_synth_cohort
+    from training.crossfit import ceiling_formulas, cross_fit
+    from training.preprocess import clinical_feature_columns
+
+    times: dict[str, float] = {}
+    spec = RUNGS[rung]
+    proj_space = spec.get("space", params.projection.space)
+    params = with_overrides(params, projection={"space": proj_space})
+    with tempfile.TemporaryDirectory(prefix="facesurv-ladder-") as tmp:
+        cohort_dir = Path(tmp) / "cohort"
+        t0 = time.perf_counter()
+        summary = make_synth_cohort(params, cohort_dir, seed=seed, faces=faces if rung == "real" else None,
+                                    direction=spec.get("direction"), space=spec.get("space"))
+        times["cohort_s"] = time.perf_counter() - t0
+        clinical = pd.read_csv(cohort_dir / "clinical.csv", dtype={"patient_id": str, "photo_id": str})
+        outcome = pd.read_csv(cohort_dir / "truth" / "outcome.csv", dtype={"patient_id": str}).set_index("patient_id")
+        photos = sorted((cohort_dir / "photos").iterdir())
+        t0 = time.perf_counter()
+        if rung == "real":
+            paths = aligned_photos(params, photos, cache)
+        else:
+            paths = {p.stem: p for p in photos}
+        times["align_s"] = time.perf_counter() - t0
+        g, p = params.generator, params.projection
+        G, info = load_generator(g.checkpoint, config=GeneratorConfig.from_params(g), seed=g.seed)
+        ids = [pid for pid in clinical["photo_id"] if pid in paths]
+        stats = latent_statistics(G, samples=p.w_avg_samples)
+        t0 = time.perf_counter()
+        latents = []
+        from embedding.fileio import sha256_file
+
+        for start in range(0, len(ids), p.batch_size):
+            chunk = ids[start:start + p.batch_size]
+            images = torch.from_numpy(np.stack([load_photo(paths[i], resolution=G.img_resolution) for i in chunk]))
+            seeds = [stable_seed(p.seed, sha256_file(paths[i])) for i in chunk]
+            res = project(G, images, **p.project_options(), seed=seeds, stats=stats)
+            latents.extend(np.asarray(res.latents, dtype=np.float32))
+            progress(f"    projected {min(start + p.batch_size, len(ids))}/{len(ids)}")
+        times["projection_s"] = time.perf_counter() - t0
+        frame = clinical.set_index("photo_id").loc[ids].reset_index()
+        frame["latent"] = [lat.reshape(-1) if lat.ndim == 1 else lat.mean(axis=0) for lat in latents]
+        numeric, categorical = clinical_feature_columns(frame, base=params.cohort.base)
+        t0 = time.perf_counter()
+        cf = cross_fit(frame, training=params.training, numeric=numeric, categorical=categorical,
+                       folds=params.synth.folds, seed=params.training.seed, models=MODELS, progress=progress)
+        truth = outcome.loc[frame["patient_id"]]
+        ceilings = {"ceiling_face": truth["lp_face"].to_numpy(float), "ceiling_clinical": truth["lp_clin"].to_numpy(float),
+                    "ceiling_total": truth["lp_total"].to_numpy(float)}
+        s = cf.summary(bootstrap=bootstrap, seed=params.evaluation.seed, extra_risks=ceilings,
+                       derived=ceiling_formulas())
+        times["crossfit_s"] = time.perf_counter() - t0
+
+    def v(stat: dict[str, Any]) -> dict[str, Any]:
+        return {"value": stat["value"], "ci": stat["ci"]}
+
+    return {
+        "rung": rung, "seed": seed, "patients": summary["patients"], "embedded": len(ids),
+        "events": int(cf.event.sum()), "generator": info.description, "projection_space": proj_space,
+        "c_index": {name: v(m["c_index"]) for name, m in s["models"].items()},
+        **{k: v(s["derived"][k]) for k in ("retention", "retention_face", "fusion_gain", "ceiling_gain")},
+        "seconds": {k: round(x, 1) for k, x in times.items()},
+    }
+
+
+def _fmt(values: list[float | None], digits: int = 2) -> str:
+    xs = [x for x in values if x is not None]
+    if not xs:
+        return "n/a"
+    if len(xs) == 1:
+        return f"{xs[0]:.{digits}f}"
+    return f"{np.mean(xs):.{digits}f} ± {np.std(xs, ddof=1):.{digits}f}"
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """One markdown row per rung: mean ± sd across seeds."""
+    lines = ["| rung | seeds | C clinical CoxPH | C fusion | C Coxnet (latents) | ceiling face / clinical / total "
+             "| fusion gain | ceiling gain | retention | retention_face | wall s per run |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for rung in RUNGS:
+        rs = [r for r in rows if r["rung"] == rung]
+        if not rs:
+            continue
+
+        def c(name: str, rs: list[dict[str, Any]] = rs) -> list[float | None]:
+            return [r["c_index"][name]["value"] for r in rs]
+
+        ceil = " / ".join(_fmt(c(f"ceiling_{k}"), 3) for k in ("face", "clinical", "total"))
+        lines.append(
+            f"| {rung} | {','.join(str(r['seed']) for r in rs)} | {_fmt(c('coxph_clinical'), 3)} | {_fmt(c('fusion'), 3)} "
+            f"| {_fmt(c('coxnet_latent'), 3)} | {ceil} | {_fmt([r['fusion_gain']['value'] for r in rs], 3)} "
+            f"| {_fmt([r['ceiling_gain']['value'] for r in rs], 3)} | {_fmt([r['retention']['value'] for r in rs])} "
+            f"| {_fmt([r['retention_face']['value'] for r in rs])} "
+            f"| {np.mean([sum(r['seconds'].values()) for r in rs]):.0f} |")
+    return "\n".join(lines)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--base", default="gbsg2")
-    ap.add_argument("--patients", type=int, default=300)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--strengths", type=float, nargs="+", default=[0.5, 1.0, 2.0])
-    ap.add_argument("--settings", nargs="+", default=["mse:100"])
-    ap.add_argument("--out", type=Path, default=None)
-    ap.add_argument("--threads", type=int, default=1,
-                    help="intra-op threads (1: the small generator's ops do not split well; see docs/cohort.md)")
+    ap.add_argument("--rungs", nargs="+", choices=list(RUNGS), default=list(RUNGS))
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    ap.add_argument("--faces", type=Path, default=None, help="labelled face folder for the real rung")
+    ap.add_argument("--patients", type=int, default=None, help="default: synth.patients")
+    ap.add_argument("--bootstrap", type=int, default=200)
+    ap.add_argument("--align-cache", type=Path, default=Path(tempfile.gettempdir()) / "facesurv-align-cache")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=None, help="JSON lines, one per run (appended as they finish)")
+    ap.add_argument("--table", type=Path, nargs="+", default=None, help="only print the table of saved runs")
     args = ap.parse_args()
+    if args.table:
+        rows = [json.loads(line) for f in args.table for line in f.read_text().splitlines()
+                if line.startswith("{") and '"rung"' in line]
+        print(table(rows))
+        return 0
+    if "real" in args.rungs and args.faces is None:
+        raise SystemExit("the real rung needs --faces DIR (a labelled face folder)")
 
     import torch
 
     torch.set_num_threads(args.threads)
-
-    from embedding.direction import generator_direction
-    from embedding.projection import latent_statistics, project
-    from embedding.stylegan2 import GeneratorConfig, load_generator
-    from facesurv.config import load_params
-    from features.cohort import import_cohort
-    from features.synth_cohort import clinical_design, synthesize_cohort
+    from facesurv.config import load_params, with_overrides
 
     repo = Path(__file__).resolve().parent.parent
-    params = load_params(repo / "params.yaml")
-    g, s, c, p = params.generator, params.synth, params.cohort, params.projection
-    G, info = load_generator(g.checkpoint, config=GeneratorConfig.from_params(g), seed=g.seed)
-    t0 = time.perf_counter()
-    direction = generator_direction(G, space="w", samples=s.direction_samples, seed=args.seed,
-                                    iterations=s.direction_iterations)
-    direction_s = time.perf_counter() - t0
-    clinical = import_cohort(args.base, seed=args.seed, admission_start=c.admission_start,
-                             admission_span_days=c.admission_span_days, record_lag_days=c.record_lag_days)
-    perceptual = None
-    if any("perceptual" in st for st in args.settings):
-        from embedding.perceptual import load_perceptual
-
-        perceptual, _ = load_perceptual(network=params.perceptual.network, vgg16_path=params.perceptual.vgg16_path)
-
-    from sklearn.model_selection import train_test_split
-
-    stats = latent_statistics(G, samples=p.w_avg_samples)
+    params = with_overrides(load_params(repo / "params.yaml"), synth={"patients": args.patients})
+    meta = {"date": dt.date.today().isoformat(), "machine": f"{_cpu_name()}, {args.threads} torch thread(s)",
+            "params_hash": params.params_hash, "patients": params.synth.patients, "base": params.cohort.base,
+            "projection": params.projection.project_options(), "bootstrap": args.bootstrap}
+    print(json.dumps({"meta": meta}), flush=True)
     rows = []
-    for strength in args.strengths:
-        cohort = synthesize_cohort(clinical, base=args.base, G=G, direction=direction.vector.numpy(),
-                                   patients=args.patients, strength=strength, space="w", seed=args.seed,
-                                   cox_alpha=s.cox_alpha, oracle_folds=s.oracle_folds, truncation_psi=g.truncation_psi)
-        time_ = cohort.clinical["time_days"].to_numpy(float)
-        event = cohort.clinical["event"].to_numpy().astype(bool)
-        idx = np.arange(len(time_))
-        train, test = train_test_split(idx, test_size=params.training.test_fraction, random_state=params.training.seed,
-                                       stratify=event)
-        X = clinical_design(cohort.clinical, args.base)
-        d = cohort.direction.astype(np.float64)
-        true_along = cohort.truth["along_d"].to_numpy()
-        c_clin = held_out_c(X, time_, event, train, test, s.cox_alpha)
-        c_oracle = held_out_c(true_along[:, None], time_, event, train, test, s.cox_alpha)
-        c_oracle_fused = held_out_c(np.column_stack([X, true_along]), time_, event, train, test, s.cox_alpha)
-        images = torch.from_numpy(cohort.images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        for setting in args.settings:
-            loss, steps, *rest = setting.split(":")
-            named = dict(r.split("=", 1) for r in rest if "=" in r)
-            positional = [r for r in rest if "=" not in r]
-            lr = float(positional[0]) if positional else p.learning_rate
-            noise_mode = positional[1] if len(positional) > 1 else p.noise_mode
-            opts = {**p.project_options(), "loss": loss, "steps": int(steps), "learning_rate": lr,
-                    "noise_mode": noise_mode, "space": "w"}
-            for key, value in named.items():
-                if key not in opts:
-                    raise SystemExit(f"setting {setting!r}: {key} is not a projection option ({', '.join(opts)})")
-                opts[key] = type(opts[key])(value)
+    for rung in args.rungs:
+        for seed in args.seeds:
             t0 = time.perf_counter()
-            res = project(G, images, **opts, perceptual=perceptual, seed=p.seed, stats=stats)
-            proj_s = time.perf_counter() - t0
-            rec_along = res.w.astype(np.float64) @ d
-            c_rec = held_out_c(rec_along[:, None], time_, event, train, test, s.cox_alpha)
-            c_rec_fused = held_out_c(np.column_stack([X, rec_along]), time_, event, train, test, s.cox_alpha)
-            row = {
-                "strength": strength, "loss": loss, "steps": int(steps), "learning_rate": lr,
-                "noise_mode": noise_mode, "options": named,
-                "c_clinical": round(c_clin, 4), "c_oracle": round(c_oracle, 4), "c_recovered": round(c_rec, 4),
-                "retention": round((c_rec - 0.5) / (c_oracle - 0.5), 3),
-                "c_oracle_fused": round(c_oracle_fused, 4), "c_recovered_fused": round(c_rec_fused, 4),
-                "corr_along_d": round(float(np.corrcoef(true_along, rec_along)[0, 1]), 4),
-                "mse": round(float(np.mean(res.mse)), 5), "initial_mse": round(float(np.mean(res.initial_mse)), 5),
-                "projection_s": round(proj_s, 1),
-            }
+            row = run_one(params, rung, seed, faces=args.faces, cache=args.align_cache, bootstrap=args.bootstrap,
+                          progress=lambda m: print(m, file=sys.stderr, flush=True))
+            row["wall_s"] = round(time.perf_counter() - t0, 1)
             rows.append(row)
-            print(json.dumps(row), flush=True)
-
-    meta = {"date": dt.date.today().isoformat(), "machine": f"{_cpu_name()}, {torch.get_num_threads()} threads",
-            "base": args.base, "patients": args.patients, "seed": args.seed,
-            "test_fraction": params.training.test_fraction, "generator": info.description,
-            "resolution": g.resolution, "channel_max": g.channel_max, "direction_s": round(direction_s, 1),
-            "direction_iterations": direction.iterations}
-    print(f"\n{meta}\n")
-    print("| s | loss | steps | lr | noise | C clinical | C oracle (latent) | C recovered | retention | corr along d "
-          "| oracle+clinical | recovered+clinical | MSE start -> end | projection s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['strength']:g} | {r['loss']} | {r['steps']} | {r['learning_rate']:g} | {r['noise_mode']} "
-              f"{' '.join(f'{k}={v}' for k, v in r['options'].items())} "
-              f"| {r['c_clinical']:.3f} | {r['c_oracle']:.3f} "
-              f"| {r['c_recovered']:.3f} | {r['retention']:.2f} | {r['corr_along_d']:.3f} | {r['c_oracle_fused']:.3f} "
-              f"| {r['c_recovered_fused']:.3f} | {r['initial_mse']:.4f} -> {r['mse']:.4f} | {r['projection_s']:.0f} |")
-    if args.out:
-        args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+            line = json.dumps(row)
+            print(line, flush=True)
+            if args.out:
+                with args.out.open("a", encoding="utf-8") as fh:
+                    fh.write(line + "\n")
+    print()
+    print(table(rows))
     return 0
 
 

@@ -53,21 +53,28 @@ class CohortParams:
 @dataclasses.dataclass(frozen=True)
 class SynthParams:
     patients: int
+    survival_seed: int | None
+    gap_sd: float
+    hr_per_decade: float
     strength: float
+    direction: str
     space: str
     direction_samples: int
     direction_iterations: int
     cox_alpha: float
-    oracle_folds: int
+    folds: int
 
     def __post_init__(self) -> None:
         _check(self.patients >= 0, "synth.patients", "must be >= 0 (0 = every patient)")
+        _check(self.gap_sd >= 0, "synth.gap_sd", "must be >= 0 (years)")
+        _check(self.hr_per_decade > 0, "synth.hr_per_decade", "must be > 0 (1 = the face carries no signal)")
         _check(self.strength >= 0, "synth.strength", "must be >= 0")
+        _check(self.direction in ("random", "visible"), "synth.direction", "must be 'random' or 'visible'")
         _check(self.space in ("z", "w"), "synth.space", "must be 'z' or 'w'")
         _check(self.direction_samples >= 1, "synth.direction_samples", "must be >= 1")
         _check(self.direction_iterations >= 1, "synth.direction_iterations", "must be >= 1")
         _check(self.cox_alpha >= 0, "synth.cox_alpha", "must be >= 0")
-        _check(self.oracle_folds >= 2, "synth.oracle_folds", "must be >= 2")
+        _check(self.folds >= 2, "synth.folds", "must be >= 2")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +93,10 @@ class AlignParams:
     dominance_ratio: float
     min_detector_score: float
     detect_max_pixels: int
+    detect_pad: float
+    fallback_detector: str
+    fallback_pixels: int
+    supersample_enlarged: bool
     workers: int
 
     def __post_init__(self) -> None:
@@ -100,6 +111,9 @@ class AlignParams:
         _check(self.dominance_ratio >= 1.0, "align.dominance_ratio", "must be >= 1.0")
         _check(self.workers >= 1, "align.workers", "must be >= 1")
         _check(self.detect_max_pixels >= 10000, "align.detect_max_pixels", "must be >= 10000")
+        _check(0 <= self.detect_pad <= 1, "align.detect_pad", "must be between 0 and 1")
+        _check(self.fallback_detector in ("none", "cnn"), "align.fallback_detector", "must be 'none' or 'cnn'")
+        _check(self.fallback_pixels >= 10000, "align.fallback_pixels", "must be >= 10000")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -344,6 +358,7 @@ class DemoParams:
     patients: int
     seed: int
     out: str
+    faces: str | None
 
     def __post_init__(self) -> None:
         _check(self.patients >= 0, "demo.patients", "must be >= 0")

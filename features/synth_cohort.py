@@ -1,25 +1,30 @@
-"""Semi-synthetic cohort: real clinical data, one rendered portrait per patient whose latent
-carries a known prognostic signal.
+"""Semi-synthetic cohorts whose outcome is drawn from a known truth: face first, outcome second.
 
-Each patient's latent is a seeded draw (w = mapping(z) in the default space w) shifted
-along a hidden unit direction d by
+1. Patients: a seeded random subsample of a base dataset's real clinical rows (no outcome
+   is looked at).
+2. Faces: each patient gets a face carrying a log-hazard contribution LP_face, decided by
+   `seed` alone:
+   - real faces (`real_faces`): a labelled photo of the patient's sex whose age differs from
+     the clinical age by an apparent-age gap g ~ N(0, σ²); LP_face = ln(HR) · g / 10;
+   - rendered faces (`rendered_faces`): a latent drawn from the generator's prior, rendered
+     with per-image seeded noise; LP_face = s · (the latent's standardised coordinate along a
+     unit direction d).
+3. Outcomes (`draw_outcomes_for`): a Weibull PH model of the base's real outcome on its
+   clinical covariates gives LP_clin and the baseline hazard; each patient's event time is
+   drawn from h0(t) · exp(LP_clin + LP_face) and an independent censoring time from the base's
+   censoring distribution, calibrated to the base's event rate, with `survival_seed`.
+   The drawn (time_days, event) replace the real ones.
 
-    strength × (standardised martingale residual of a clinical Cox fit) × (latent spread along d)
-
-The martingale residual (event − expected cumulative hazard) is what the patient's real
-outcome says beyond the clinical covariates, so the face carries information the clinical
-model lacks. Sign: a positive residual (died earlier than the clinical model expects, i.e.
-higher risk) moves the latent towards +d. The spread is the standard deviation of the
-unshifted latents' components along d, so strength is in units of the natural variation
-there; the unshifted component stays as noise a pixel-to-latent model must see through.
-
-The generator and d come from the caller (the CLI composes embedding/ with this module);
-nothing here reads or writes files except `write_synth_cohort`.
+The ceiling of any learner on this cohort is the C-index of the true log-hazards (no model):
+`ceiling_c_index`. The generator, the direction and the face folder come from the caller
+(flows/synth_cohort.py composes them); nothing here reads files except `write_synth_cohort`
+and the face labels.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,38 +33,60 @@ import numpy as np
 import pandas as pd
 
 from facesurv.errors import DataError, FacesurvError
-from facesurv.types import check_survival_target
+from features.synth_faces import FaceLabels, assign_faces, face_log_hazard
+from features.synth_survival import (
+    WeibullPH,
+    c_index,
+    censoring_sampler,
+    draw_outcomes,
+    fit_weibull_ph,
+)
 
 COHORT_KIND = "facesurv-synth-cohort"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+KINDS = ("real", "rendered")
+DIRECTIONS = ("random", "visible")
+PRIOR_SAMPLES = 10_000     # prior latents that fix the coordinate's mean and sd along d in w
+
+
+@dataclass(frozen=True)
+class Faces:
+    """One face per patient, decided before any outcome exists.
+
+    table: photo_id, patient_id, lp_face, and per kind
+        real: gap (realised g, years), gap_drawn, photo_file, photo_age, photo_sex, race_group
+        rendered: coordinate (along d), latent (D float32, in `space`), z, w (rendered w)
+    images: (N, R, R, 3) uint8 for rendered faces, None for real ones (their files are copied).
+    direction: (D,) unit d for rendered faces, None for real ones.
+    summary: how the faces were made.
+    """
+
+    kind: str
+    table: pd.DataFrame
+    images: np.ndarray | None = None
+    direction: np.ndarray | None = None
+    source_dir: Path | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class SynthCohort:
-    """Everything a synth cohort writes.
-
-    clinical: the import's rows for the chosen patients (same columns, same values).
-    images: (N, R, R, 3) uint8 portraits, row i is clinical row i.
-    truth: photo_id, patient_id, latent (D float32: the shifted latent in `space`),
-        z (z_dim float32: the seeded draw; in space z it is the shifted latent), w (w_dim float32:
-        the w that was rendered, one w for every layer), along_d, residual, shift.
-    direction: (D,) float32 unit vector d in `space`.
-    oracle: patient_id, photo_id, fold, along_d, residual, clinical_risk, oracle_risk
-        (risks are out-of-fold Cox linear predictors: each patient scored by a model that
-        did not see it).
-    summary: figures (C-indexes, spread, counts).
-    """
+    """Everything a synth cohort writes: the clinical table (real covariates, drawn outcome),
+    the faces, the truth per patient (outcome: patient_id, photo_id, lp_clin, lp_face,
+    lp_total, time_days, event) and a summary with the ceilings."""
 
     clinical: pd.DataFrame
-    images: np.ndarray
-    truth: pd.DataFrame
-    direction: np.ndarray
-    oracle: pd.DataFrame
-    summary: dict[str, Any] = field(default_factory=dict)
+    faces: Faces
+    outcome: pd.DataFrame
+    clinical_model: dict[str, Any]
+    summary: dict[str, Any]
 
+
+# --- patients and the clinical truth --------------------------------------------------------------
 
 def select_patients(clinical: pd.DataFrame, patients: int, *, seed: int) -> pd.DataFrame:
-    """Seeded subsample of `patients` rows stratified by event (0 = all), in import order."""
+    """Seeded random subsample of `patients` rows (0 = all), in import order. It never looks
+    at the outcome, which the cohort redraws anyway."""
     n = len(clinical)
     if patients < 0:
         raise DataError(f"patients must be >= 0 (0 = every patient), got {patients}")
@@ -69,118 +96,127 @@ def select_patients(clinical: pd.DataFrame, patients: int, *, seed: int) -> pd.D
     if patients in (0, n):
         return clinical.reset_index(drop=True)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 1]))
-    event = clinical["event"].to_numpy().astype(bool)
-    groups = [np.flatnonzero(event), np.flatnonzero(~event)]
-    k_events = int(round(patients * len(groups[0]) / n))
-    if patients >= 2 and len(groups[0]) and len(groups[1]):  # keep both classes present
-        k_events = min(max(1, k_events), patients - 1)
-    k_events = min(max(k_events, patients - len(groups[1])), len(groups[0]))
-    want = [k_events, patients - k_events]
-    chosen = np.concatenate([rng.choice(g, size=k, replace=False) for g, k in zip(groups, want, strict=True)])
-    return clinical.iloc[np.sort(chosen)].reset_index(drop=True)
+    chosen = np.sort(rng.choice(n, size=patients, replace=False))
+    return clinical.iloc[chosen].reset_index(drop=True)
 
 
-def clinical_design(clinical: pd.DataFrame, base: str) -> np.ndarray:
+def clinical_design(clinical: pd.DataFrame, base: str, *, reference: pd.DataFrame | None = None) -> np.ndarray:
     """(N, p) float64 design of the clinical covariates: age and numeric covariates
-    standardised, categoricals (with sex and cancer_type) one-hot without their first level;
-    constant columns are dropped."""
+    standardised (by `reference`'s mean and sd, default the table itself), categoricals (with
+    sex and cancer_type) one-hot without their first level; columns constant in the
+    reference are dropped."""
     from features.cohort import covariate_columns
 
+    ref = clinical if reference is None else reference
     numeric, categorical = covariate_columns(base)
     cols: list[np.ndarray] = []
     for name in ("age", *numeric):
-        x = clinical[name].to_numpy(dtype=float)
-        sd = x.std()
+        r = ref[name].to_numpy(dtype=float)
+        sd = r.std()
         if sd > 0:
-            cols.append((x - x.mean()) / sd)
+            cols.append((clinical[name].to_numpy(dtype=float) - r.mean()) / sd)
     for name in ("sex", "cancer_type", *categorical):
         x = clinical[name].astype(str).to_numpy()
-        for level in sorted(set(x))[1:]:
+        for level in sorted(set(ref[name].astype(str)))[1:]:
             cols.append((x == level).astype(float))
     if not cols:
-        raise DataError(f"{base}: no non-constant clinical covariate to fit a Cox model on")
+        raise DataError(f"{base}: no non-constant clinical covariate to fit a survival model on")
     return np.column_stack(cols)
 
 
-def _cox(alpha: float):
-    from sksurv.linear_model import CoxPHSurvivalAnalysis
-
-    return CoxPHSurvivalAnalysis(alpha=alpha, ties="breslow", n_iter=200)
-
-
-def _surv(time: np.ndarray, event: np.ndarray) -> np.ndarray:
-    from sksurv.util import Surv
-
-    return Surv.from_arrays(event=event, time=time)
+def clinical_truth(base_table: pd.DataFrame, base: str, *, alpha: float) -> WeibullPH:
+    """Weibull PH fit of the base dataset's REAL outcome on its clinical covariates (all its
+    patients): the truth the cohort's clinical log-hazards come from."""
+    X = clinical_design(base_table, base)
+    return fit_weibull_ph(X, base_table["time_days"].to_numpy(), base_table["event"].to_numpy().astype(bool),
+                          alpha=alpha)
 
 
-def martingale_residuals(X: np.ndarray, time: np.ndarray, event: np.ndarray, *, alpha: float) -> np.ndarray:
-    """Martingale residuals event_i − Ĥ(t_i | x_i) of a Cox fit (Breslow baseline).
+# --- faces ---------------------------------------------------------------------------------------
 
-    X (N, p), time (N,) days, event (N,) bool -> (N,) float64, at most 1. Positive: the event
-    came earlier than the covariates predict.
+def real_faces(chosen: pd.DataFrame, labels: FaceLabels, *, gap_sd: float, hr_per_decade: float,
+               seed: int) -> Faces:
+    """A labelled photo per patient (see features.synth_faces); depends on seed, ages and sexes only."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 2]))
+    match = assign_faces(chosen["age"].to_numpy(dtype=float), chosen["sex"].astype(str).to_numpy(), labels,
+                         gap_sd=gap_sd, rng=rng)
+    lp_face = face_log_hazard(match.gap, hr_per_decade=hr_per_decade)
+    table = pd.DataFrame({
+        "photo_id": chosen["photo_id"].astype(str).to_numpy(),
+        "patient_id": chosen["patient_id"].astype(str).to_numpy(),
+        "lp_face": lp_face,
+        "gap": match.gap,
+        "gap_drawn": match.gap_drawn,
+        "photo_file": labels.file[match.index],
+        "photo_age": labels.age[match.index],
+        "photo_sex": labels.sex[match.index],
+        "race_group": labels.group[match.index],
+    })
+    summary = {"gap_sd": gap_sd, "hr_per_decade": hr_per_decade,
+               "gap_realised_mean": round(float(match.gap.mean()), 3),
+               "gap_realised_sd": round(float(match.gap.std()), 3),
+               "lp_face_sd": round(float(lp_face.std()), 4)}
+    return Faces("real", table, source_dir=labels.root, summary=summary)
+
+
+def random_direction(dim: int, *, seed: int) -> np.ndarray:
+    """A seeded uniformly random unit vector (dim,) float32."""
+    v = np.random.default_rng(np.random.SeedSequence([seed, 4])).standard_normal(dim)
+    return (v / np.linalg.norm(v)).astype(np.float32)
+
+
+def rendered_faces(n: int, *, G: Any, direction: np.ndarray, space: str, strength: float, seed: int,
+                   truncation_psi: float, photo_ids: list[str], patient_ids: list[str]) -> Faces:
+    """Latents drawn from the generator's prior and rendered with seeded per-image noise.
+
+    LP_face = strength · (c − μ) / σ with c = latent · d and μ, σ the prior's mean and sd of c
+    (in z, exactly 0 and 1; in w, from PRIOR_SAMPLES seeded draws).
     """
-    time, event = check_survival_target(time, event, what="synth cohort survival target")
-    model = _cox(alpha).fit(X, _surv(time, event))
-    base = model.cum_baseline_hazard_
-    idx = np.searchsorted(base.x, time, side="right") - 1
-    h0 = np.where(idx >= 0, base.y[np.clip(idx, 0, None)], 0.0)
-    return event.astype(float) - h0 * np.exp(model.predict(X))
-
-
-def standardise(x: np.ndarray) -> np.ndarray:
-    """(x − mean) / sd; (N,) -> (N,)."""
-    sd = float(np.std(x))
-    if sd == 0:
-        raise DataError("residuals have no spread: the clinical Cox model explains nothing to hide in the faces")
-    return (x - np.mean(x)) / sd
-
-
-def shift_along(latents: np.ndarray, direction: np.ndarray, scores: np.ndarray, *,
-                strength: float) -> tuple[np.ndarray, float]:
-    """latents (N, D) + strength × scores (N,) × spread × d -> (shifted (N, D) float32, spread).
-
-    d is normalised to unit length; spread = sd of the unshifted latents' components along d.
-    """
-    d = np.asarray(direction, dtype=np.float64)
+    if strength < 0:
+        raise DataError(f"strength must be >= 0, got {strength}")
+    if space not in ("z", "w"):
+        raise DataError(f"space must be 'z' or 'w', got {space!r}")
+    dim = G.w_dim if space == "w" else G.z_dim
+    d = np.asarray(direction, dtype=np.float64).reshape(-1)
+    if d.shape != (dim,) or not np.isfinite(d).all() or np.linalg.norm(d) == 0:
+        raise DataError(f"direction must be a finite non-zero vector of length {dim} for space {space}")
     d = d / np.linalg.norm(d)
-    lat = np.asarray(latents, dtype=np.float64)
-    spread = float(np.std(lat @ d))
-    shifted = lat + (strength * spread * np.asarray(scores, dtype=np.float64))[:, None] * d[None, :]
-    return shifted.astype(np.float32), spread
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 2]))
+    z = rng.standard_normal((n, G.z_dim)).astype(np.float32)
+    w = map_z(G, z, truncation_psi=truncation_psi)
+    latent = w if space == "w" else z
+    coordinate = latent.astype(np.float64) @ d
+    if space == "z":
+        mu, sigma = 0.0, 1.0
+    else:
+        prior_z = np.random.default_rng(np.random.SeedSequence([seed, 3])).standard_normal(
+            (PRIOR_SAMPLES, G.z_dim)).astype(np.float32)
+        prior = map_z(G, prior_z, truncation_psi=truncation_psi).astype(np.float64) @ d
+        mu, sigma = float(prior.mean()), float(prior.std())
+    lp_face = strength * (coordinate - mu) / sigma
+    images = render_ws(G, w, noise_seed=seed)
+    table = pd.DataFrame({
+        "photo_id": photo_ids, "patient_id": patient_ids, "lp_face": lp_face, "coordinate": coordinate,
+        "latent": list(latent.astype(np.float32)), "z": list(z), "w": list(w.astype(np.float32)),
+    })
+    summary = {"space": space, "strength": strength, "prior_mean_along_d": mu, "prior_sd_along_d": sigma,
+               "lp_face_sd": round(float(lp_face.std()), 4)}
+    return Faces("rendered", table, images=images, direction=d.astype(np.float32), summary=summary)
 
 
-def fold_ids(event: np.ndarray, *, folds: int, seed: int) -> np.ndarray:
-    """(N,) fold index per patient, stratified by event, seeded."""
-    from sklearn.model_selection import StratifiedKFold
+def _noise_for(G: Any, index: int, seed: int) -> list[Any]:
+    import torch
 
-    out = np.empty(len(event), dtype=int)
-    skf = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    for k, (_, test) in enumerate(skf.split(np.zeros(len(event)), event.astype(int))):
-        out[test] = k
-    return out
+    gen = torch.Generator(device="cpu").manual_seed(int(np.random.SeedSequence([seed, 6, index]).generate_state(1)[0]))
+    return [torch.randn(shape, generator=gen) for shape in G.synthesis.noise_shapes()]
 
 
-def out_of_fold_risk(X: np.ndarray, time: np.ndarray, event: np.ndarray, fold: np.ndarray, *,
-                     alpha: float) -> np.ndarray:
-    """Cox linear predictor for each patient from a model fit on the other folds; (N,)."""
-    risk = np.empty(len(time))
-    for k in np.unique(fold):
-        train, test = fold != k, fold == k
-        model = _cox(alpha).fit(X[train], _surv(time[train], event[train]))
-        risk[test] = model.predict(X[test])
-    return risk
+def render_ws(G: Any, ws: np.ndarray, *, noise_seed: int | None = None, batch_size: int = 64) -> np.ndarray:
+    """ws (N, w_dim) -> (N, R, R, 3) uint8, one w for every layer.
 
-
-def c_index(time: np.ndarray, event: np.ndarray, risk: np.ndarray) -> float:
-    """Harrell's C-index (scikit-survival); higher risk should mean earlier events."""
-    from sksurv.metrics import concordance_index_censored
-
-    return float(concordance_index_censored(event.astype(bool), time, risk)[0])
-
-
-def render_ws(G: Any, ws: np.ndarray, *, batch_size: int = 64) -> np.ndarray:
-    """ws (N, w_dim) -> (N, R, R, 3) uint8, one w for every layer, constant noise."""
+    With noise_seed, every image gets its own seeded noise inputs (as a photo has its own
+    hair and skin detail); without it, the generator's constant noise buffers.
+    """
     import torch
 
     device = next(iter(G.parameters())).device
@@ -188,7 +224,11 @@ def render_ws(G: Any, ws: np.ndarray, *, batch_size: int = 64) -> np.ndarray:
     with torch.no_grad():
         for start in range(0, len(ws), batch_size):
             w = torch.from_numpy(np.ascontiguousarray(ws[start:start + batch_size])).to(device)
-            img = G.synthesis(w.unsqueeze(1).expand(-1, G.num_ws, -1), noise_mode="const")
+            noise = None
+            if noise_seed is not None:
+                per_image = [_noise_for(G, start + i, noise_seed) for i in range(len(w))]
+                noise = [torch.stack([p[k] for p in per_image]).to(device) for k in range(len(per_image[0]))]
+            img = G.synthesis(w.unsqueeze(1).expand(-1, G.num_ws, -1), noise_mode="const", noise=noise)
             img = (img * 127.5 + 128).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
             chunks.append(img.cpu().numpy())
     return np.concatenate(chunks, axis=0)
@@ -207,136 +247,91 @@ def map_z(G: Any, z: np.ndarray, *, truncation_psi: float, batch_size: int = 256
     return np.concatenate(out, axis=0)
 
 
-def synthesize_cohort(
-    clinical: pd.DataFrame,
-    *,
-    base: str,
-    G: Any,
-    direction: np.ndarray,
-    patients: int,
-    strength: float,
-    space: str,
-    seed: int,
-    cox_alpha: float,
-    oracle_folds: int,
-    truncation_psi: float,
-) -> SynthCohort:
-    """Build the semi-synthetic cohort from an imported clinical table.
+# --- outcomes and the ceiling ----------------------------------------------------------------------
 
-    Args:
-        clinical: `features.cohort.import_cohort(base, ...)` output (all patients).
-        G: a StyleGAN2 generator (mapping, synthesis, num_ws, z_dim, w_dim).
-        direction: (D,) hidden direction in `space` (D = w_dim for "w", z_dim for "z").
-        patients: how many to keep (stratified by event, seeded); 0 = all.
-        strength: s >= 0, the shift in units of the latent spread along d per residual sd.
-        space: "w" (shift w = mapping(z), render w) or "z" (shift z, render mapping(z)).
-        seed: seeds the subsample, the latent draws and the oracle's folds.
-
-    Returns:
-        SynthCohort (see its docstring); deterministic for a seed on a given machine.
-    """
-    if strength < 0:
-        raise DataError(f"strength must be >= 0, got {strength}")
-    if space not in ("z", "w"):
-        raise DataError(f"space must be 'z' or 'w', got {space!r}")
-    dim = G.w_dim if space == "w" else G.z_dim
-    d = np.asarray(direction, dtype=np.float32).reshape(-1)
-    if d.shape != (dim,) or not np.isfinite(d).all() or np.linalg.norm(d) == 0:
-        raise DataError(f"direction must be a finite non-zero vector of length {dim} for space {space}")
-    d = (d / np.linalg.norm(d)).astype(np.float32)
-
-    chosen = select_patients(clinical, patients, seed=seed)
-    n = len(chosen)
-    time, event = check_survival_target(chosen["time_days"].to_numpy(), chosen["event"].to_numpy(),
-                                        what=f"{base} survival target")
+def draw_outcomes_for(chosen: pd.DataFrame, faces: Faces, *, base: str, base_table: pd.DataFrame,
+                      model: WeibullPH, survival_seed: int) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """Draw every patient's outcome from the truth; returns (clinical with the drawn
+    time_days and event, outcome truth table, the draw's settings)."""
+    base_mean = float(np.mean(model.linear_predictor(clinical_design(base_table, base))))
+    # LP_clin is centred on the base's mean; the centring moves into the baseline hazard
+    lp_clin = model.linear_predictor(clinical_design(chosen, base, reference=base_table)) - base_mean
+    lp_face = faces.table["lp_face"].to_numpy(dtype=float)
+    lp_total = lp_clin + lp_face
+    c_times, c_probs = censoring_sampler(base_table["time_days"].to_numpy(),
+                                         base_table["event"].to_numpy().astype(bool))
+    target = float(base_table["event"].mean())
+    rng = np.random.default_rng(np.random.SeedSequence([survival_seed, 7]))
+    shifted = WeibullPH(model.beta, model.scale * float(np.exp(base_mean)), model.shape, model.n, model.events)
+    time, event, factor = draw_outcomes(shifted, lp_total, censor_times=c_times, censor_probs=c_probs,
+                                        target_event_rate=target, rng=rng)
     if event.sum() < 2 or (~event).sum() < 1:
-        raise DataError(f"{n} patients with {int(event.sum())} events are too few for a Cox fit; "
+        raise DataError(f"{len(chosen)} patients drew {int(event.sum())} events, too few for any survival model; "
                         "pass more --patients")
-    X = clinical_design(chosen, base)
-    residual = standardise(martingale_residuals(X, time, event, alpha=cox_alpha))
-
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 2]))
-    z = rng.standard_normal((n, G.z_dim)).astype(np.float32)
-    if space == "w":
-        base_latent = map_z(G, z, truncation_psi=truncation_psi)
-        latent, spread = shift_along(base_latent, d, residual, strength=strength)
-        w = latent
-        z_out = z
-    else:
-        latent, spread = shift_along(z, d, residual, strength=strength)
-        w = map_z(G, latent, truncation_psi=truncation_psi)
-        z_out = latent
-    images = render_ws(G, w)
-    along_d = latent.astype(np.float64) @ d.astype(np.float64)
-    shift = (strength * spread) * residual
-
-    fold = fold_ids(event, folds=oracle_folds, seed=seed)
-    clinical_risk = out_of_fold_risk(X, time, event, fold, alpha=cox_alpha)
-    oracle_risk = out_of_fold_risk(np.column_stack([X, (along_d - along_d.mean()) / along_d.std()]),
-                                   time, event, fold, alpha=cox_alpha)
-    ids = chosen["photo_id"].astype(str).tolist()
-    pids = chosen["patient_id"].astype(str).tolist()
-    truth = pd.DataFrame({
-        "photo_id": ids,
-        "patient_id": pids,
-        "latent": list(latent),
-        "z": list(z_out),
-        "w": list(w.astype(np.float32)),
-        "along_d": along_d,
-        "residual": residual,
-        "shift": shift,
-    })
-    oracle = pd.DataFrame({
-        "patient_id": pids,
-        "photo_id": ids,
-        "fold": fold,
-        "along_d": along_d,
-        "residual": residual,
-        "clinical_risk": clinical_risk,
-        "oracle_risk": oracle_risk,
-    })
-    per_fold = [(c_index(time[fold == k], event[fold == k], clinical_risk[fold == k]),
-                 c_index(time[fold == k], event[fold == k], oracle_risk[fold == k]))
-                for k in range(oracle_folds)]
-    summary = {
-        "patients": n,
-        "events": int(event.sum()),
-        "space": space,
-        "strength": strength,
-        "spread_along_d": spread,
-        "sign_convention": "positive residual (event earlier than the clinical Cox model expects) -> +d",
-        "oracle_folds": oracle_folds,
-        "c_index": {
-            # pooled out-of-fold predictions, every patient held out once
-            "clinical_cox": round(c_index(time, event, clinical_risk), 4),
-            "oracle_cox": round(c_index(time, event, oracle_risk), 4),
-            # the true component along d alone as the risk score (no model)
-            "latent_along_d": round(c_index(time, event, along_d), 4),
-            "clinical_cox_fold_mean": round(float(np.mean([a for a, _ in per_fold])), 4),
-            "oracle_cox_fold_mean": round(float(np.mean([b for _, b in per_fold])), 4),
-        },
-    }
-    return SynthCohort(clinical=chosen, images=images, truth=truth, direction=d, oracle=oracle, summary=summary)
+    clinical = chosen.copy()
+    clinical["time_days"] = time
+    clinical["event"] = event.astype(int)
+    outcome = pd.DataFrame({"patient_id": clinical["patient_id"].astype(str), "photo_id": clinical["photo_id"].astype(str),
+                            "lp_clin": lp_clin, "lp_face": lp_face, "lp_total": lp_total,
+                            "time_days": time, "event": event.astype(int)})
+    draw = {"survival_seed": survival_seed, "target_event_rate": round(target, 4),
+            "event_rate": round(float(event.mean()), 4), "censoring_factor": round(factor, 4),
+            "censoring": "the base's reverse Kaplan-Meier censoring distribution, stretched by censoring_factor"}
+    return clinical, outcome, draw
 
 
-def _latents_table(truth: pd.DataFrame, space: str):
+def ceiling_c_index(time: np.ndarray, event: np.ndarray, *, lp_clin: np.ndarray, lp_face: np.ndarray
+                    ) -> dict[str, float]:
+    """C-index of the true log-hazards, no model: face, clinical and total."""
+    return {"face": round(c_index(time, event, lp_face), 4), "clinical": round(c_index(time, event, lp_clin), 4),
+            "total": round(c_index(time, event, lp_clin + lp_face), 4)}
+
+
+def assemble_cohort(chosen: pd.DataFrame, faces: Faces, *, base: str, base_table: pd.DataFrame, model: WeibullPH,
+                    survival_seed: int, seed: int, rung: str) -> SynthCohort:
+    """Outcomes drawn for already-made faces, plus the summary (ceilings, counts, settings)."""
+    clinical, outcome, draw = draw_outcomes_for(chosen, faces, base=base, base_table=base_table, model=model,
+                                                survival_seed=survival_seed)
+    ceiling = ceiling_c_index(outcome["time_days"].to_numpy(), outcome["event"].to_numpy().astype(bool),
+                              lp_clin=outcome["lp_clin"].to_numpy(), lp_face=outcome["lp_face"].to_numpy())
+    summary = {"kind": faces.kind, "rung": rung, "base": base, "seed": seed, "survival_seed": survival_seed,
+               "patients": int(len(clinical)), "events": int(outcome["event"].sum()),
+               "faces": faces.summary, "outcome": draw, "ceiling_c_index": ceiling,
+               "lp_sd": {"clinical": round(float(outcome["lp_clin"].std()), 4),
+                         "face": round(float(outcome["lp_face"].std()), 4)}}
+    return SynthCohort(clinical=clinical, faces=faces, outcome=outcome, clinical_model=model.describe(),
+                       summary=summary)
+
+
+def rung_name(kind: str, *, direction: str = "random", space: str = "w", generator: str = "") -> str:
+    """The ladder rung a cohort sits on, in words."""
+    if kind == "real":
+        return f"real faces{f' with {generator}' if generator else ''}"
+    if direction == "visible":
+        return f"rendered, the generator's most visible direction in {space} (the easy case)"
+    return f"rendered, random direction in {space}"
+
+
+# --- files ---------------------------------------------------------------------------------------
+
+def _vector_column(values: list[np.ndarray]):
     import pyarrow as pa
 
-    def vec(col: str) -> pa.Array:
-        arr = np.stack(truth[col].to_list()).astype(np.float32)
-        return pa.FixedSizeListArray.from_arrays(pa.array(arr.reshape(-1), pa.float32()), arr.shape[1])
+    arr = np.stack(values).astype(np.float32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(arr.reshape(-1), pa.float32()), arr.shape[1])
 
-    return pa.table({
-        "photo_id": pa.array(truth["photo_id"].tolist(), pa.string()),
-        "patient_id": pa.array(truth["patient_id"].tolist(), pa.string()),
-        "latent": vec("latent"),
-        "z": vec("z"),
-        "w": vec("w"),
-        "space": pa.array([space] * len(truth), pa.string()),
-        "along_d": pa.array(truth["along_d"].to_numpy(), pa.float64()),
-        "residual": pa.array(truth["residual"].to_numpy(), pa.float64()),
-        "shift": pa.array(truth["shift"].to_numpy(), pa.float64()),
-    })
+
+def faces_table(faces: Faces):
+    """The faces' truth as an arrow table (vectors as fixed-size float32 lists)."""
+    import pyarrow as pa
+
+    cols = {}
+    for name in faces.table.columns:
+        if name in ("latent", "z", "w"):
+            cols[name] = _vector_column(faces.table[name].to_list())
+        else:
+            cols[name] = pa.array(faces.table[name].to_list())
+    return pa.table(cols)
 
 
 def _is_synth_dir(path: Path) -> bool:
@@ -365,14 +360,19 @@ def generator_statement(generator: dict[str, Any]) -> str:
     return f"Generator: {generator.get('description') or generator.get('source')}"
 
 
-def write_synth_cohort(cohort: SynthCohort, out_dir: Path, *, base: str, seed: int,
-                       generator: dict[str, Any]) -> Path:
-    """Write DIR/photos/<photo_id>.png, DIR/clinical.csv, DIR/cohort.json and DIR/truth/
-    (latents.parquet, direction.npy, oracle.csv, summary.json, README.md), atomically:
-    everything goes into a temporary sibling directory renamed to DIR at the end.
+def faces_statement(faces: Faces) -> str:
+    return (f"REAL FACES: photos from {faces.source_dir} (see its README for the licence; they are copied "
+            "into this cohort for the pipeline, never into a repository), each matched to a patient by sex and "
+            "by clinical age plus a drawn apparent-age gap.")
 
-    `generator` holds the GeneratorInfo fields (source, sha256, is_random_init, config,
-    description). Returns DIR.
+
+def write_synth_cohort(cohort: SynthCohort, out_dir: Path, *, generator: dict[str, Any] | None) -> Path:
+    """Write DIR/photos/<photo_id>.(png|jpg), DIR/clinical.csv, DIR/cohort.json and DIR/truth/
+    (faces.parquet, outcome.csv, clinical_model.json, summary.json, README.md and, for
+    rendered faces, direction.npy), atomically: everything goes into a temporary sibling
+    directory renamed to DIR at the end.
+
+    `generator` holds the GeneratorInfo fields of a rendered cohort's generator (None for real faces).
     """
     import pyarrow.parquet as pq
     from PIL import Image, PngImagePlugin
@@ -381,63 +381,75 @@ def write_synth_cohort(cohort: SynthCohort, out_dir: Path, *, base: str, seed: i
 
     out_dir = Path(out_dir)
     check_out_dir(out_dir)
-    stand_in = bool(generator.get("is_random_init"))
-    statement = generator_statement(generator)
+    faces = cohort.faces
+    statement = generator_statement(generator) if generator is not None else faces_statement(faces)
     with atomic_dir(out_dir) as tmp:
         photos = tmp / "photos"
         photos.mkdir()
-        meta = PngImagePlugin.PngInfo()
-        meta.add_text("Software", "facesurv cohort synth")
-        meta.add_text("Comment", statement)
-        meta.add_text("facesurv:generator_sha256", str(generator.get("sha256", "")))
-        for photo_id, img in zip(cohort.truth["photo_id"], cohort.images, strict=True):
-            Image.fromarray(img, mode="RGB").save(photos / f"{photo_id}.png", format="PNG", pnginfo=meta)
+        if faces.kind == "rendered":
+            assert faces.images is not None and generator is not None
+            meta = PngImagePlugin.PngInfo()
+            meta.add_text("Software", "facesurv cohort synth")
+            meta.add_text("Comment", statement)
+            meta.add_text("facesurv:generator_sha256", str(generator.get("sha256", "")))
+            for photo_id, img in zip(faces.table["photo_id"], faces.images, strict=True):
+                Image.fromarray(img, mode="RGB").save(photos / f"{photo_id}.png", format="PNG", pnginfo=meta)
+        else:
+            assert faces.source_dir is not None
+            for photo_id, name in zip(faces.table["photo_id"], faces.table["photo_file"], strict=True):
+                shutil.copyfile(faces.source_dir / name, photos / f"{photo_id}{Path(name).suffix.lower()}")
         cohort.clinical.to_csv(tmp / "clinical.csv", index=False)
-
         info = {
-            "kind": COHORT_KIND,
-            "format_version": FORMAT_VERSION,
-            "base": base,
-            "seed": seed,
-            "patients": int(len(cohort.clinical)),
+            "kind": COHORT_KIND, "format_version": FORMAT_VERSION, "cohort_kind": faces.kind,
+            "rung": cohort.summary["rung"], "base": cohort.summary["base"], "seed": cohort.summary["seed"],
+            "survival_seed": cohort.summary["survival_seed"], "patients": int(len(cohort.clinical)),
             "events": int(cohort.clinical["event"].sum()),
-            "resolution": int(cohort.images.shape[1]),
-            "generator": generator,
-            "generator_is_random_init": stand_in,
+            "resolution": int(faces.images.shape[1]) if faces.images is not None else None,
+            "faces_dir": str(faces.source_dir) if faces.source_dir is not None else None,
+            "generator": generator, "generator_is_random_init": bool(generator and generator.get("is_random_init")),
             "statement": statement,
-            "files": {"photos": "photos/<photo_id>.png", "clinical": "clinical.csv",
-                      "truth": "truth/ (never read by the pipeline)"},
+            "files": {"photos": "photos/<photo_id>.(png|jpg)", "clinical": "clinical.csv (real covariates, "
+                      "drawn time_days and event)", "truth": "truth/ (never read by the pipeline)"},
         }
         (tmp / "cohort.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-
         truth = tmp / "truth"
         truth.mkdir()
-        pq.write_table(_latents_table(cohort.truth, cohort.summary["space"]), truth / "latents.parquet")
-        np.save(truth / "direction.npy", cohort.direction.astype(np.float32))
-        cohort.oracle.to_csv(truth / "oracle.csv", index=False)
-        summary = {**cohort.summary, "generator_is_random_init": stand_in, "statement": statement}
+        pq.write_table(faces_table(faces), truth / "faces.parquet")
+        if faces.direction is not None:
+            np.save(truth / "direction.npy", faces.direction.astype(np.float32))
+        cohort.outcome.to_csv(truth / "outcome.csv", index=False)
+        (truth / "clinical_model.json").write_text(json.dumps(cohort.clinical_model, indent=2) + "\n", encoding="utf-8")
+        summary = {**cohort.summary, "statement": statement}
         (truth / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         (truth / "README.md").write_text(_truth_readme(cohort.summary, statement), encoding="utf-8")
     return out_dir
 
 
 def _truth_readme(summary: dict[str, Any], statement: str) -> str:
-    c = summary["c_index"]
+    c = summary["ceiling_c_index"]
+    if summary["kind"] == "real":
+        f = summary["faces"]
+        face_rule = (f"LP_face = ln(HR) x g / 10 with HR {f['hr_per_decade']} per decade and g the realised "
+                     f"apparent-age gap (photo age - clinical age; drawn g ~ N(0, {f['gap_sd']}^2)).")
+    else:
+        f = summary["faces"]
+        face_rule = (f"LP_face = s x (latent . d - prior mean) / prior sd with s = {f['strength']}, the latent "
+                     f"drawn from the generator's prior in space {f['space']} and d in direction.npy.")
     return f"""# Ground truth of this semi-synthetic cohort (the pipeline never reads this folder)
 
 {statement}
 
-Each patient's latent in space `{summary['space']}` was shifted along the hidden unit direction d
-(direction.npy) by strength × standardised martingale residual × spread along d
-(strength {summary['strength']}, spread {summary['spread_along_d']:.6g}). A positive residual (an event
-earlier than a clinical Cox model expects: higher risk) moves the latent towards +d.
+Rung: {summary['rung']}. Faces first, outcome second: every face was fixed by the cohort seed
+({summary['seed']}) alone; each patient's event time was then drawn from a Weibull model
+h0(t) exp(LP_clin + LP_face) (clinical_model.json: fitted to the base's real outcome) and a
+censoring time from the base's censoring distribution, with survival seed {summary['survival_seed']}.
+{face_rule}
 
-- latents.parquet: photo_id, patient_id, latent (true latent in space {summary['space']}), z (the seeded
-  draw; in space z the shifted latent), w (the rendered w, one for every layer), along_d, residual, shift
-- oracle.csv: out-of-fold ({summary['oracle_folds']} folds) Cox risks on clinical covariates alone and on
-  clinical + the true component along d
+- faces.parquet: photo_id, patient_id, lp_face and how each face was made
+- outcome.csv: patient_id, photo_id, lp_clin, lp_face, lp_total and the drawn time_days, event
+- clinical_model.json: the Weibull PH fit (scale per year, shape, beta on the standardised design)
 - summary.json: the figures below and the settings
 
-C-index (pooled out-of-fold): clinical Cox {c['clinical_cox']}, oracle Cox {c['oracle_cox']};
-the true component along d alone {c['latent_along_d']}.
+Ceiling C-index (the true log-hazards, no model; no learner ranks better on average):
+face {c['face']}, clinical {c['clinical']}, total {c['total']}.
 """

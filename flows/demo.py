@@ -1,9 +1,11 @@
 """The main job end to end (`facesurv demo`), the way a newcomer meets the platform.
 
-    semi-synthetic cohort (+ scikit-image's astronaut as the one real photo) -> inbox
+    semi-synthetic cohort: real faces (demo.faces) or rendered ones, outcomes drawn from the truth
+    (+ scikit-image's astronaut for a rendered cohort, to show alignment) -> inbox
     -> nightly-embedding flow (DVC, data contracts, alignment, projection, Feast)
     -> train-and-promote flow (Feast training set, models, MLflow, registry promotion)
-    -> oracle (the same models on the true latents, same frozen test split)
+    -> oracle (rendered faces: the same models on the true latents, same frozen test split)
+    -> evaluation (every model and the ceiling cross-fitted on the same folds, paired CIs)
     -> one patient scored through the API, with its audit trail
     -> health and age grids -> report (report/index.html, report.md, metrics.json)
 
@@ -46,12 +48,21 @@ class StageResult:
     detail: str = ""
 
 
+class NotApplicable(Exception):
+    """A stage that has nothing to do for this cohort (reported as skipped, with why)."""
+
+
 @dataclass
 class DemoContext:
     ws: Workspace
     params: Params
     log: Callable[[str], None]
+    faces_dir: Path | None = None       # a labelled face folder: real faces; None: rendered
     state: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def real_faces(self) -> bool:
+        return self.faces_dir is not None
 
     @property
     def cohort_dir(self) -> Path:
@@ -78,31 +89,36 @@ def _require(module: str, stage: str, issue: int) -> Any:
 # --- stages -------------------------------------------------------------------------------------
 
 def stage_cohort(ctx: DemoContext) -> str:
-    """The semi-synthetic cohort, dropped into the inbox the nightly flow reads."""
-    import skimage.data
-    from PIL import Image
-
+    """The semi-synthetic cohort, dropped into the inbox the nightly flow reads: real photos
+    go where the flow aligns them, rendered portraits are declared pre-aligned."""
     synth = _require("flows.synth_cohort", "semi-synthetic cohort", 4)
-    _require("features.synth_cohort", "semi-synthetic cohort", 4)
     p = ctx.params
     check_enough_events(p)
-    summary = synth.make_synth_cohort(p, ctx.cohort_dir, base=p.cohort.base, patients=p.synth.patients,
-                                           seed=p.cohort.seed, strength=p.synth.strength)
+    summary = synth.make_synth_cohort(p, ctx.cohort_dir, ws=ctx.ws, base=p.cohort.base, patients=p.synth.patients,
+                                      seed=p.cohort.seed, faces=ctx.faces_dir)
     ctx.state["synth"] = summary
     inbox = ctx.inbox
     if inbox.exists():
         shutil.rmtree(inbox)
     (inbox / "photos").mkdir(parents=True)
-    # the cohort's portraits are rendered at the generator's resolution: declared pre-aligned
-    shutil.copytree(ctx.cohort_dir / "photos", inbox / "prealigned")
+    if ctx.real_faces:
+        for photo in sorted((ctx.cohort_dir / "photos").iterdir()):
+            shutil.copyfile(photo, inbox / "photos" / photo.name)
+    else:
+        import skimage.data
+        from PIL import Image
+
+        # rendered at the generator's resolution: declared pre-aligned
+        shutil.copytree(ctx.cohort_dir / "photos", inbox / "prealigned")
+        # one real photo goes through dlib alignment to show it (it has no clinical record)
+        Image.fromarray(skimage.data.astronaut()).save(inbox / "photos" / f"{ASTRONAUT}.png")
     shutil.copyfile(ctx.cohort_dir / "clinical.csv", inbox / "clinical.csv")
-    # one real photo goes through dlib alignment to show it (it has no clinical record)
-    Image.fromarray(skimage.data.astronaut()).save(inbox / "photos" / f"{ASTRONAUT}.png")
-    c = summary["c_index"]
+    c = summary["ceiling_c_index"]
     ctx.log(summary["statement"])
-    return (f"{summary['patients']} patients ({p.cohort.base}), {summary['events']} events, "
-            f"{summary['resolution']}px portraits, signal s={summary['strength']:g} in {summary['space']}; "
-            f"out-of-fold oracle C-index clinical {c['clinical_cox']:.3f} -> + true latent {c['oracle_cox']:.3f}")
+    kind = "real photos" if ctx.real_faces else f"{summary['resolution']}px rendered portraits"
+    return (f"{summary['patients']} patients ({p.cohort.base}), {summary['events']} drawn events, {kind}; "
+            f"rung: {summary['rung']}; ceiling C-index face {c['face']:.3f}, clinical {c['clinical']:.3f}, "
+            f"total {c['total']:.3f}")
 
 
 def patients_needed(params: Params) -> tuple[int, str] | None:
@@ -169,15 +185,18 @@ def stage_train(ctx: DemoContext) -> str:
             f"{'promoted' if decision.get('promoted') else 'kept champion'} ({decision.get('reason', '')})")
 
 
+def _truth(ctx: DemoContext, name: str) -> Path:
+    return ctx.cohort_dir / "truth" / name
+
+
 def _oracle_frame(ctx: DemoContext) -> Any:
     """The training set with every latent replaced by the patient's TRUE latent (truth/)."""
     import numpy as np
     import pandas as pd
 
     frame = pd.read_parquet(ctx.ws.artifacts_dir / "training" / "training_set.parquet")
-    truth = pd.read_parquet(ctx.cohort_dir / "truth" / "latents.parquet", columns=["photo_id", "latent"])
-    clinical = pd.read_csv(ctx.cohort_dir / "clinical.csv", usecols=["patient_id", "photo_id"])
-    by_patient = clinical.merge(truth, on="photo_id").set_index("patient_id")["latent"]
+    truth = pd.read_parquet(_truth(ctx, "faces.parquet"), columns=["patient_id", "latent"])
+    by_patient = truth.set_index("patient_id")["latent"]
     frame = frame[frame["patient_id"].isin(by_patient.index)].copy()
     frame["latent"] = [np.asarray(by_patient[p], dtype=np.float32) for p in frame["patient_id"]]
     return frame
@@ -187,6 +206,8 @@ def stage_oracle(ctx: DemoContext) -> str:
     """The same models on the true latents and the same frozen test split (never registered)."""
     from facesurv.config import with_overrides
 
+    if ctx.real_faces:
+        raise NotApplicable("real faces have no true latents; the ceiling (evaluation stage) is their yardstick")
     pipeline = _require("training.pipeline", "oracle models", 6)
     tracking = _require("training.tracking", "oracle models", 6)
     frame = _oracle_frame(ctx)
@@ -196,10 +217,53 @@ def stage_oracle(ctx: DemoContext) -> str:
                             split_path=ctx.ws.artifacts_dir / "splits" / "test_split.json",
                             artifact_root=ctx.ws.mlflow_dir / "artifacts",
                             out_dir=ctx.ws.artifacts_dir / "oracle" / "figures", register=False,
-                            data_source=str(ctx.cohort_dir / "truth" / "latents.parquet"))
+                            data_source=str(_truth(ctx, "faces.parquet")))
     ctx.state["oracle_table"] = result.table1
     row = result.table1.set_index("model").loc["coxnet_latent"]
     return f"oracle embedding (Coxnet on true latents) C-index {row['c_index']:.3f} on {int(row['n_test'])} test patients"
+
+
+def stage_evaluation(ctx: DemoContext) -> str:
+    """Every model cross-fitted on the same folds over all embedded patients, scored beside the
+    ceiling (the true log-hazards) with one set of paired bootstrap resamples."""
+    import numpy as np
+    import pandas as pd
+
+    crossfit = _require("training.crossfit", "cross-fitted evaluation", 12)
+    from training.preprocess import clinical_feature_columns
+
+    p = ctx.params
+    frame = pd.read_parquet(ctx.ws.artifacts_dir / "training" / "training_set.parquet")
+    outcome = pd.read_csv(_truth(ctx, "outcome.csv"), dtype={"patient_id": str}).set_index("patient_id")
+    frame = frame[frame["patient_id"].astype(str).isin(outcome.index)].reset_index(drop=True)
+    truth = outcome.loc[frame["patient_id"].astype(str)]
+    if not (np.allclose(truth["time_days"].to_numpy(float), frame["time_days"].to_numpy(float))
+            and np.array_equal(truth["event"].to_numpy(int), frame["event"].to_numpy(int))):
+        raise FacesurvError("the training set's outcomes differ from the cohort's drawn ones; rerun the demo "
+                            "into an empty --out")
+    numeric, categorical = clinical_feature_columns(frame, base=p.cohort.base)
+    cf = crossfit.cross_fit(frame, training=p.training, numeric=numeric, categorical=categorical,
+                            folds=p.synth.folds, seed=p.training.seed, progress=lambda m: ctx.log(f"  {m}"))
+    ceilings = {"ceiling_face": truth["lp_face"].to_numpy(float), "ceiling_clinical": truth["lp_clin"].to_numpy(float),
+                "ceiling_total": truth["lp_total"].to_numpy(float)}
+    summary = cf.summary(bootstrap=p.evaluation.bootstrap, seed=p.evaluation.seed, extra_risks=ceilings,
+                         derived=crossfit.ceiling_formulas())
+    summary["folds"] = p.synth.folds
+    summary["patients_in_cohort"] = int(len(outcome))
+    ctx.state["crossfit"] = summary
+    d = summary["derived"]
+    return (f"{summary['n']} patients ({summary['events']} events), {p.synth.folds} folds: "
+            f"fusion gain {_stat_text(d['fusion_gain'])} of a possible {_stat_text(d['ceiling_gain'])}; "
+            f"retention {_stat_text(d['retention'])}")
+
+
+def _stat_text(stat: dict[str, Any], digits: int = 3) -> str:
+    v, ci = stat.get("value"), stat.get("ci") or [None, None]
+    if v is None:
+        return "n/a"
+    if ci[0] is None or ci[1] is None:
+        return f"{v:.{digits}f}"
+    return f"{v:.{digits}f} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
 
 
 def stage_score(ctx: DemoContext) -> str:
@@ -234,6 +298,7 @@ STAGES: list[tuple[str, Callable[[DemoContext], str]]] = [
     ("nightly embedding flow", stage_nightly),
     ("train and promote flow", stage_train),
     ("oracle", stage_oracle),
+    ("evaluation", stage_evaluation),
     ("scoring + audit", stage_score),
     ("grids", stage_grids),
     ("report", stage_report),
@@ -280,45 +345,83 @@ def report_inputs(ctx: DemoContext) -> Any:
         m = _metrics_of(oracle, name)
         if m:
             models[key] = m
-    ret = None
+    ret_oracle = None
     if "embedding_coxph" in models and "oracle_embedding" in models:
-        ret = retention(models["embedding_coxph"]["c_index"], models["oracle_embedding"]["c_index"])
+        ret_oracle = retention(models["embedding_coxph"]["c_index"], models["oracle_embedding"]["c_index"])
     synth = ctx.state.get("synth", {})
     results: list[StageResult] = ctx.state.get("results", [])
     assets = asset_statements(ctx)
     contracts = contract_rows(ctx.ws)
     notes = [
-        "Retention = (C_embedding - 0.5) / (C_oracle_embedding - 0.5) with the Coxnet on recovered latents "
-        "against the same Coxnet on the true latents, on the same frozen test patients.",
+        "Cross-fitted table: every model is fitted on the other folds and scores the held-out fold, over all "
+        "embedded patients; the ceilings are the C-indices of the true log-hazards on the same patients (no model). "
+        "All CIs come from one set of paired bootstrap resamples of patients.",
+        "Retention = (C_fusion - C_clinical) / (C_ceiling_total - C_ceiling_clinical), with the clinical CoxPH: "
+        "the share of the face's added value the platform captures. Fusion gain = C_fusion - C_clinical.",
+        "The frozen-split table is the registry's: the models as trained and promoted, on one 25% test split.",
         "The paper's figures come from real photos of 13,503 patients and an FFHQ generator fine-tuned on them; "
-        "this demo's cohort is semi-synthetic (real clinical data, rendered portraits with a planted signal), "
-        "so the columns are comparable in layout, not in value.",
+        "this demo's outcomes are drawn from a known truth, so the columns are comparable in layout, not in value.",
     ]
-    if synth:
-        notes.append(f"Planted signal: strength s={synth.get('strength')} along the generator's most visible "
-                     f"direction in {synth.get('space')}; out-of-fold oracle C-index clinical "
-                     f"{synth['c_index']['clinical_cox']:.3f} vs clinical + true latent {synth['c_index']['oracle_cox']:.3f}.")
+    if synth.get("kind") == "rendered":
+        notes.append("Retention_face = (C_embedding - 0.5) / (C_ceiling_face - 0.5) with the Coxnet on the "
+                     "recovered latents; the rendered face is independent of the clinical data.")
+    if ret_oracle is not None:
+        notes.append("Oracle retention = (C_embedding - 0.5) / (C_oracle_embedding - 0.5): the Coxnet on recovered "
+                     "latents against the same Coxnet on the true latents, same frozen test split.")
     if "fusion" in models:
         by_model = {v: k for k, v in MODEL_MAP.items()}
         inputs = [by_model[m] for m in ctx.params.training.fusion_members if by_model.get(m) in models]
-        best = max(inputs, key=lambda k: models[k].get("c_index") or 0.0, default=None)
-        if best is not None:
-            notes.append(f"Fusion C-index {models['fusion']['c_index']:.3f} vs the best of its inputs "
-                         f"({', '.join(inputs)}): {best} {models[best]['c_index']:.3f}.")
+        if inputs:
+            notes.append(f"The fusion stacks {', '.join(inputs)} (training.fusion_members).")
     patients = int(synth.get("patients") or 0)
     if not patients:
         clinical = ctx.ws.data_dir / "clinical"
         files = list(clinical.glob("*.csv")) if clinical.is_dir() else []
         patients = int(sum(len(pd.read_csv(f, usecols=["patient_id"])) for f in files))
     return ReportInputs(
-        base=ctx.params.cohort.base, patients=patients, seed=ctx.params.cohort.seed, models=models, retention=ret,
+        base=ctx.params.cohort.base, patients=patients, seed=ctx.params.cohort.seed, models=models,
+        retention=ret_oracle,
         stages_s={r.name: r.seconds for r in results}, stage_status={r.name: r.status for r in results},
         total_s=sum(r.seconds for r in results), assets=assets, figures=ctx.state.get("figures", {}),
         contracts=contracts, notes=notes,
         stage_parts_s={"nightly embedding flow": dict(ctx.state.get("nightly", {}).get("phases_s") or {})},
-        extra={"generator_is_random_init": bool(synth.get("generator_is_random_init", True)),
+        cohort={"kind": synth.get("kind"), "rung": synth.get("rung"), "line": ctx.state.get("cohort_line", ""),
+                "survival_seed": synth.get("survival_seed"), "ceiling_point": synth.get("ceiling_c_index")},
+        crossfit=ctx.state.get("crossfit"),
+        alignment=alignment_audit(ctx) if ctx.real_faces else None,
+        extra={"generator_is_random_init": bool(synth.get("generator_is_random_init",
+                                                            ctx.params.generator.checkpoint is None)),
                "perceptual_is_stand_in": _perceptual_stand_in(ctx)},
     )
+
+
+def alignment_audit(ctx: DemoContext) -> dict[str, Any] | None:
+    """How many of the cohort's photos the flow aligned, overall, per sex and per race group
+    (race group is read from the face labels for this audit only; it is never a model input)."""
+    import pandas as pd
+
+    from flows.embedding_steps import read_manifest
+
+    manifest = read_manifest(ctx.ws)
+    path = _truth(ctx, "faces.parquet")
+    if manifest is None or not path.exists():
+        return None
+    faces = pd.read_parquet(path, columns=["photo_id", "photo_sex", "race_group"])
+    status = manifest.drop_duplicates("photo_id", keep="last").set_index("photo_id")["status"].astype(str)
+    faces["aligned"] = faces["photo_id"].map(status).eq("aligned")
+    return audit_by_group(faces, ("photo_sex", "race_group"))
+
+
+def audit_by_group(frame: Any, columns: tuple[str, ...]) -> dict[str, Any]:
+    """{"overall": {photos, aligned, rate}, column: {group: {...}}} from a boolean `aligned` column."""
+    def counts(part: Any) -> dict[str, Any]:
+        n, k = int(len(part)), int(part["aligned"].sum())
+        return {"photos": n, "aligned": k, "quarantined": n - k, "rate": round(k / n, 4) if n else None}
+
+    out: dict[str, Any] = {"overall": counts(frame)}
+    for col in columns:
+        out[col] = {str(g): counts(part) for g, part in frame.groupby(col, sort=True)}
+    return out
 
 
 def _latest_table1(ctx: DemoContext) -> Any:
@@ -339,7 +442,7 @@ def _perceptual_stand_in(ctx: DemoContext) -> bool:
 def asset_statements(ctx: DemoContext) -> list[tuple[str, str]]:
     p = ctx.params
     synth = ctx.state.get("synth", {})
-    gen = synth.get("generator", {})
+    gen = synth.get("generator") or {}
     out = []
     if gen.get("is_random_init", p.generator.checkpoint is None):
         out.append(("Generator", "random-init stand-in StyleGAN2 (seed "
@@ -395,16 +498,36 @@ def contract_rows(ws: Workspace) -> list[dict[str, Any]]:
 
 # --- the driver ---------------------------------------------------------------------------------
 
-def run_demo(out: Path, *, params_overrides: dict[str, dict[str, Any]], log: Callable[[str], None]) -> list[StageResult]:
+def choose_faces(ws: Workspace, params: Params, *, rendered: bool) -> tuple[Path | None, str]:
+    """(the face folder to use or None, the demo's first line saying which cohort it builds)."""
+    from flows.synth_cohort import resolve_faces_dir
+
+    if rendered:
+        return None, "cohort: rendered faces (--rendered)"
+    found = resolve_faces_dir(params.demo.faces, ws)
+    if found is not None:
+        return found, f"cohort: REAL FACES from {found} (demo.faces), aligned by the nightly flow"
+    if params.demo.faces:
+        return None, (f"cohort: rendered faces: no labelled face folder at demo.faces = {params.demo.faces!r} "
+                      "on this machine (pass --faces DIR for real faces)")
+    return None, "cohort: rendered faces (demo.faces is not set)"
+
+
+def run_demo(out: Path, *, params_overrides: dict[str, dict[str, Any]], log: Callable[[str], None],
+             rendered: bool = False) -> list[StageResult]:
     """Create (or reuse) the workspace at `out` and run every stage; returns one result per stage.
 
-    A stage that fails stops the run (later stages depend on it) and is reported as failed;
-    the report is still written with what was found.
+    Real faces when demo.faces names a labelled face folder that exists (and not `rendered`),
+    rendered ones otherwise; the first line printed says which. A stage that fails stops the
+    run (later stages depend on it) and is reported as failed; the report is still written
+    with what was found.
     """
     from facesurv.config import with_overrides
 
     ws = Workspace.create(out)
     params = with_overrides(ws.load_params(), **params_overrides)
+    faces_dir, first_line = choose_faces(ws, params, rendered=rendered)
+    log(first_line)
     if params_overrides.get("synth", {}).get("patients") is None:
         # no --patients: a base with a low event rate (aids: 8%) gets the patients it needs
         short = patients_needed(params)
@@ -412,7 +535,8 @@ def run_demo(out: Path, *, params_overrides: dict[str, dict[str, Any]], log: Cal
             params = with_overrides(params, synth={"patients": short[0]}, demo={"patients": short[0]})
             log(f"{short[1]}; using {short[0]} patients (pass --patients to choose)")
     _write_effective_params(ws, params)
-    ctx = DemoContext(ws=ws, params=params, log=log)
+    ctx = DemoContext(ws=ws, params=params, log=log, faces_dir=faces_dir)
+    ctx.state["cohort_line"] = first_line
     results: list[StageResult] = []
     ctx.state["results"] = results
     failed = False
@@ -426,6 +550,8 @@ def run_demo(out: Path, *, params_overrides: dict[str, dict[str, Any]], log: Cal
             results.append(StageResult(name, "done", time.perf_counter() - t0, detail))
         except NotAvailableError as exc:
             results.append(StageResult(name, "not available", time.perf_counter() - t0, str(exc)))
+        except NotApplicable as exc:
+            results.append(StageResult(name, "skipped", time.perf_counter() - t0, str(exc)))
         except FacesurvError as exc:
             failed = True
             results.append(StageResult(name, "failed", time.perf_counter() - t0, str(exc)))

@@ -65,8 +65,9 @@ def make_figures(ws: Workspace, params: Params, cohort_dir: Path, report_dir: Pa
     # photo / reconstruction pairs: the cohort's portrait above, G(recovered latent) below
     pick = list(range(min(PAIRS, len(frame))))
     recon = to_uint8(render(G, torch.from_numpy(lat[pick]), space=space))
-    photos = [np.asarray(Image.open(cohort_dir / "photos" / f"{photo_of[frame['patient_id'].iloc[i]]}.png")
-                         .convert("RGB")) for i in pick]
+    res = G.img_resolution
+    photos = [np.asarray(Image.open(_photo_path(ws, cohort_dir, photo_of[frame["patient_id"].iloc[i]]))
+                         .convert("RGB").resize((res, res), Image.LANCZOS)) for i in pick]
     grid = torch.from_numpy(np.stack([np.stack(photos), recon]).astype(np.float32) / 127.5 - 1).permute(1, 0, 4, 2, 3)
     _save(tile(grid), fig_dir / "pairs.png")
     figs[f"photo (left) and reconstruction from the recovered latent (right), {len(pick)} patients{stand_in}"] = \
@@ -89,7 +90,7 @@ def make_figures(ws: Workspace, params: Params, cohort_dir: Path, report_dir: Pa
     rows = torch.from_numpy(lat[:GRID_ROWS])
     # health attribute: the champion's Coxnet coefficient vector on the latents (toward higher risk)
     direction = _health_direction(ws, params)
-    if direction is not None:
+    if direction is not None and np.linalg.norm(direction) > 0:  # a Coxnet that kept no latent has no direction
         d = torch.from_numpy(direction.astype(np.float32))
         spread = latent_spread(torch.from_numpy(lat), d)
         grid = edit_grid(G, rows, -d, [a * spread for a in AMOUNTS], space=space)
@@ -112,6 +113,14 @@ def make_figures(ws: Workspace, params: Params, cohort_dir: Path, report_dir: Pa
     return figs
 
 
+def _photo_path(ws: Workspace, cohort_dir: Path, photo_id: str) -> Path:
+    """The photo projection saw: the flow's aligned crop, else the cohort's (pre-aligned) photo."""
+    aligned = ws.artifacts_dir / "aligned" / f"{photo_id}.png"
+    if aligned.exists():
+        return aligned
+    return next(p for p in sorted((cohort_dir / "photos").glob(f"{photo_id}.*")))
+
+
 def _health_direction(ws: Workspace, params: Params) -> np.ndarray | None:
     from training.pyfunc import health_direction_of, load_served
     from training.tracking import tracking_uri_for
@@ -129,14 +138,23 @@ def collect_training_figures(ws: Workspace, report_dir: Path) -> dict[str, str]:
     figs: dict[str, str] = {}
     captions = {
         ("fusion", "km_tertiles"): "Kaplan-Meier curves of the test patients by predicted-risk tertile (fusion model)",
-        ("fusion", "cindex_by_cancer_type"): "C-index per cancer type on the test patients (fusion model; the paper's Fig. 3)",
+        ("fusion", "cindex_by_cancer_type"): "C-index per cancer type on the test patients (fusion model; the "
+                                              "paper's Fig. 3 layout)",
         ("fusion", "calibration"): "calibration of the fusion model's survival probability",
         ("coxnet_latent", "km_tertiles"): "Kaplan-Meier by predicted-risk tertile, embeddings Coxnet",
     }
     for (model, kind), caption in captions.items():
         found = [p for p in (src / f"{model}_{kind}.png", src / model / f"{model}_{kind}.png") if p.exists()]
+        if found and kind == "cindex_by_cancer_type" and _groups_in(found[0].with_suffix(".csv")) < 2:
+            continue  # one cancer type is no subgroup analysis: leave the plot out rather than mislabel it
         if found:
             (report_dir / "figures").mkdir(parents=True, exist_ok=True)
             shutil.copyfile(found[0], report_dir / "figures" / found[0].name)
             figs[caption] = f"figures/{found[0].name}"
     return figs
+
+
+def _groups_in(csv: Path) -> int:
+    import pandas as pd
+
+    return len(pd.read_csv(csv)) if csv.exists() else 0

@@ -48,6 +48,23 @@ class ReportInputs:
     notes: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
     stage_parts_s: dict[str, dict[str, float]] = field(default_factory=dict)  # stage -> part -> seconds
+    cohort: dict[str, Any] = field(default_factory=dict)     # kind, rung, line (the demo's first line)
+    crossfit: dict[str, Any] | None = None                   # training.crossfit CrossFit.summary(...)
+    alignment: dict[str, Any] | None = None                  # real faces: aligned share overall / per group
+
+
+# cross-fitted rows: metrics.json key -> (label, risk name in the cross-fit summary)
+CROSSFIT_ROWS = {
+    "embedding_deepsurv": ("Embeddings, DeepSurv", "deepsurv_latent"),
+    "embedding_coxph": ("Embeddings, CoxPH (Coxnet)", "coxnet_latent"),
+    "clinical_coxph": ("Clinical, CoxPH", "coxph_clinical"),
+    "clinical_deepsurv": ("Clinical, DeepSurv", "deepsurv_clinical"),
+    "fusion": ("Combined (late fusion)", "fusion"),
+}
+CEILINGS = {"face": ("Ceiling: true face log-hazard", "ceiling_face"),
+            "clinical": ("Ceiling: true clinical log-hazard", "ceiling_clinical"),
+            "total": ("Ceiling: true total log-hazard", "ceiling_total")}
+DERIVED = ("retention", "retention_face", "fusion_gain", "ceiling_gain")
 
 
 def retention(c_embedding: float, c_oracle_embedding: float) -> float | None:
@@ -56,6 +73,31 @@ def retention(c_embedding: float, c_oracle_embedding: float) -> float | None:
     if not math.isfinite(gain) or gain <= 0:
         return None
     return (c_embedding - 0.5) / gain
+
+
+def _stat(stat: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not stat:
+        return None
+    ci = stat.get("ci") or [None, None]
+    return {"value": _num(stat.get("value")), "ci": [_num(ci[0]), _num(ci[1])]}
+
+
+def crossfit_json(cf: dict[str, Any] | None) -> dict[str, Any]:
+    """The cross-fitted figures in metrics.json's layout (empty when the stage did not run)."""
+    if not cf:
+        return {}
+    models = {key: {"c_index": _stat(cf["models"][name]["c_index"]), "ibs": _stat(cf["models"][name].get("ibs"))}
+              for key, (_, name) in CROSSFIT_ROWS.items() if name in cf["models"]}
+    out: dict[str, Any] = {
+        "crossfit": {"folds": cf.get("folds"), "patients": cf.get("n"), "events": cf.get("events"),
+                     "bootstrap": cf.get("bootstrap"), "models": models},
+        "ceiling": {k: _stat(cf["models"][name]["c_index"]) for k, (_, name) in CEILINGS.items()
+                    if name in cf["models"]},
+    }
+    for k in DERIVED:
+        if k in cf.get("derived", {}):
+            out[k] = _stat(cf["derived"][k])
+    return out
 
 
 def metrics_json(r: ReportInputs) -> dict[str, Any]:
@@ -67,13 +109,72 @@ def metrics_json(r: ReportInputs) -> dict[str, Any]:
             if k not in entry:
                 entry[k] = v
         models[name] = entry
-    return {
-        "base": r.base, "patients": r.patients, "seed": r.seed, "models": models,
-        "retention": _num(r.retention), "stages_s": {k: round(v, 2) for k, v in r.stages_s.items()},
+    out: dict[str, Any] = {
+        "base": r.base, "patients": r.patients, "seed": r.seed,
+        "cohort": {"kind": r.cohort.get("kind"), "rung": r.cohort.get("rung"),
+                   "survival_seed": r.cohort.get("survival_seed")},
+        "models": models, "retention": None, "retention_vs_oracle": _num(r.retention),
+    }
+    out.update(crossfit_json(r.crossfit))
+    if r.alignment:
+        out["alignment"] = r.alignment
+    out.update({
+        "stages_s": {k: round(v, 2) for k, v in r.stages_s.items()},
         "total_s": round(r.total_s, 2),
         "stage_parts_s": {k: {p: round(v, 2) for p, v in parts.items()} for k, parts in r.stage_parts_s.items()},
         **r.extra,
-    }
+    })
+    return out
+
+
+def _stat_text(stat: dict[str, Any] | None, digits: int = 3) -> str:
+    if not stat or stat.get("value") is None:
+        return "n/a"
+    ci = stat.get("ci") or [None, None]
+    if ci[0] is None or ci[1] is None:
+        return f"{stat['value']:.{digits}f}"
+    return f"{stat['value']:.{digits}f} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+
+
+def _crossfit_rows(r: ReportInputs) -> list[list[str]]:
+    """Cross-fitted Table 1 rows (model, C-index, IBS, paper) with the ceilings under them."""
+    cf = r.crossfit
+    if not cf:
+        return []
+    rows = []
+    for key, (label, name) in CROSSFIT_ROWS.items():
+        m = cf["models"].get(name)
+        if m:
+            paper = PAPER_TABLE1.get(key)
+            rows.append([label, _stat_text(m["c_index"]), _stat_text(m.get("ibs")), f"{paper:.3f}" if paper else "—"])
+    for label, name in CEILINGS.values():
+        if name in cf["models"]:
+            rows.append([label, _stat_text(cf["models"][name]["c_index"]), "—", "—"])
+    return rows
+
+
+def _derived_lines(r: ReportInputs) -> list[tuple[str, str]]:
+    d = (r.crossfit or {}).get("derived", {})
+    labels = {"retention": "Retention (share of the face's added value captured)",
+              "fusion_gain": "Fusion gain over the clinical CoxPH",
+              "ceiling_gain": "The ceiling's gain (what the face could add)",
+              "retention_face": "Face-only retention (embedding Coxnet against the face ceiling)"}
+    out = []
+    for k in DERIVED:
+        if k in d and not (k == "retention_face" and r.cohort.get("kind") != "rendered"):
+            out.append((labels[k], _stat_text(d[k], 2 if k.startswith("retention") else 3)))
+    return out
+
+
+def _alignment_rows(r: ReportInputs) -> list[list[str]]:
+    a = r.alignment or {}
+    rows = []
+    for col, label in (("overall", "all"), ("photo_sex", "sex"), ("race_group", "race group")):
+        groups = {"": a[col]} if col == "overall" and col in a else a.get(col, {})
+        for g, c in groups.items():
+            rate = "n/a" if c.get("rate") is None else f"{c['rate']:.1%}"
+            rows.append([f"{label} {g}".strip(), str(c["photos"]), str(c["aligned"]), str(c["quarantined"]), rate])
+    return rows
 
 
 def _num(x: Any) -> float | None:
@@ -99,6 +200,8 @@ def _table_rows(r: ReportInputs) -> list[list[str]]:
     rows = []
     for name, label in MODEL_LABELS.items():
         m = r.models.get(name)
+        if m is None and name.startswith("oracle"):
+            continue  # real faces have no oracle
         paper = PAPER_TABLE1.get(name)
         rows.append([label, _fmt(m, "c_index"), _fmt(m, "ibs"), f"{paper:.3f}" if paper else "—"])
     return rows
@@ -106,12 +209,26 @@ def _table_rows(r: ReportInputs) -> list[list[str]]:
 
 def render_markdown(r: ReportInputs) -> str:
     lines = [f"# facesurv demo report — {r.base}, {r.patients} patients, seed {r.seed}", ""]
+    lines += [f"**Cohort:** {r.cohort.get('kind') or 'unknown'} faces; rung: {r.cohort.get('rung') or 'n/a'}. "
+              f"{r.cohort.get('line', '')}", ""]
     lines += ["## What ran on what", ""] + [f"- **{what}**: {text}" for what, text in r.assets] + [""]
-    lines += ["## Table 1: test C-index and integrated Brier score (95% bootstrap CIs)", "",
+    if r.crossfit:
+        lines += [f"## Table 1, cross-fitted: C-index and IBS on all {r.crossfit.get('n')} patients "
+                  f"({r.crossfit.get('folds')} folds, 95% paired bootstrap CIs), beside the ceiling", "",
+                  "| model | C-index | IBS | paper C-index |", "|---|---|---|---|"]
+        lines += ["| " + " | ".join(row) + " |" for row in _crossfit_rows(r)]
+        lines += [""] + [f"- **{label}**: {text}" for label, text in _derived_lines(r)] + [""]
+    lines += ["## Table 1, frozen split (the registry's): test C-index and IBS (95% bootstrap CIs)", "",
               "| model | C-index | IBS | paper C-index |", "|---|---|---|---|"]
     lines += ["| " + " | ".join(row) + " |" for row in _table_rows(r)]
-    ret = "n/a" if r.retention is None else f"{r.retention:.2f}"
-    lines += ["", f"**Retention** (share of the oracle's embedding signal kept by the pixel→latent round trip): {ret}", ""]
+    if r.retention is not None:
+        lines += ["", f"**Oracle retention** (Coxnet on recovered against true latents, frozen split): "
+                  f"{r.retention:.2f}", ""]
+    if r.alignment:
+        lines += ["", "## Alignment of the real photos (quarantined photos' patients drop out)", "",
+                  "| group | photos | aligned | quarantined | aligned share |", "|---|---|---|---|---|"]
+        lines += ["| " + " | ".join(row) + " |" for row in _alignment_rows(r)]
+    lines.append("")
     if r.contracts:
         lines += ["## Data contracts", "", "| contract | rows | valid | quarantined | passed |", "|---|---|---|---|---|"]
         lines += [f"| {c.get('name')} | {c.get('rows')} | {c.get('valid')} | {c.get('quarantined')} | {c.get('passed')} |"
@@ -140,19 +257,35 @@ def render_html(r: ReportInputs) -> str:
         "figure{display:inline-block;margin:1em;vertical-align:top}img{max-width:480px;border:1px solid #ddd}</style>",
         "</head><body>",
         f"<h1>facesurv demo report</h1><p>Base dataset <b>{e(r.base)}</b>, {r.patients} patients, seed {r.seed}.</p>",
+        f"<p class='warn'><b>Cohort:</b> {e(str(r.cohort.get('kind') or 'unknown'))} faces; rung: "
+        f"<b>{e(str(r.cohort.get('rung') or 'n/a'))}</b>. {e(str(r.cohort.get('line', '')))}</p>",
         "<h2>What ran on what</h2><ul>",
     ]
     for what, text in r.assets:
         cls = " class='warn'" if "stand-in" in text or "random-init" in text else ""
         parts.append(f"<li{cls}><b>{e(what)}</b>: {e(text)}</li>")
-    parts.append("</ul><h2>Table 1: test C-index and integrated Brier score (95% bootstrap CIs)</h2>")
-    parts.append("<table><tr><th>model</th><th>C-index</th><th>IBS</th><th>paper C-index</th></tr>")
+    parts.append("</ul>")
+    header = "<table><tr><th>model</th><th>C-index</th><th>IBS</th><th>paper C-index</th></tr>"
+    if r.crossfit:
+        parts.append(f"<h2>Table 1, cross-fitted: all {r.crossfit.get('n')} patients, {r.crossfit.get('folds')} "
+                     "folds, 95% paired bootstrap CIs, beside the ceiling</h2>" + header)
+        for row in _crossfit_rows(r):
+            parts.append("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>")
+        parts.append("</table><ul>" + "".join(f"<li><b>{e(label)}</b>: {e(text)}</li>"
+                                              for label, text in _derived_lines(r)) + "</ul>")
+    parts.append("<h2>Table 1, frozen split (the registry's): test C-index and IBS (95% bootstrap CIs)</h2>" + header)
     for row in _table_rows(r):
         parts.append("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>")
     parts.append("</table>")
-    ret = "n/a" if r.retention is None else f"{r.retention:.2f}"
-    parts.append(f"<p><b>Retention</b> — the share of the oracle's embedding signal that the pixel→latent round "
-                 f"trip keeps, (C<sub>embedding</sub> − 0.5)/(C<sub>oracle</sub> − 0.5): <b>{ret}</b></p>")
+    if r.retention is not None:
+        parts.append(f"<p><b>Oracle retention</b> (C<sub>embedding</sub> − 0.5)/(C<sub>oracle</sub> − 0.5), "
+                     f"frozen split: <b>{r.retention:.2f}</b></p>")
+    if r.alignment:
+        parts.append("<h2>Alignment of the real photos</h2><table><tr><th>group</th><th>photos</th><th>aligned</th>"
+                     "<th>quarantined</th><th>aligned share</th></tr>")
+        for row in _alignment_rows(r):
+            parts.append("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>")
+        parts.append("</table>")
     if r.contracts:
         parts.append("<h2>Data contracts</h2><table><tr><th>contract</th><th>rows</th><th>valid</th>"
                      "<th>quarantined</th><th>passed</th></tr>")

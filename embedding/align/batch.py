@@ -160,8 +160,9 @@ def process_one(path: Path, photo_id: str, out_dir: Path, aligner: Aligner) -> d
         d = face.detection
         row.update(
             status="aligned", output_file=f"{photo_id}.png", output_sha256=_sha256_bytes(png),
-            detector_score=f"{d.score:.4f}", face_left=str(d.left), face_top=str(d.top),
-            face_right=str(d.right), face_bottom=str(d.bottom), landmarks=_json_points(face.landmarks),
+            detector=face.detector or row["detector"], detector_score=f"{d.score:.4f}",
+            face_left=str(d.left), face_top=str(d.top), face_right=str(d.right), face_bottom=str(d.bottom),
+            landmarks=_json_points(face.landmarks),
             quad=_json_points(face.quad), transform=json.dumps([[float(v) for v in r] for r in face.transform]),
             eye_left_x=_fmt(face.eyes_out[0, 0]), eye_left_y=_fmt(face.eyes_out[0, 1]),
             eye_right_x=_fmt(face.eyes_out[1, 0]), eye_right_y=_fmt(face.eyes_out[1, 1]))

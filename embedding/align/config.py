@@ -35,6 +35,10 @@ class AlignConfig:
     dominance_ratio: float = 2.0
     min_detector_score: float = 0.5
     detect_max_pixels: int = 4_000_000
+    detect_pad: float = 0.35          # no face: search again with the edges replicated this far out (0 = off)
+    fallback_detector: str = "cnn"    # none | cnn: still no face (HOG): MMOD CNN on a small copy
+    fallback_pixels: int = 40_000     # the CNN fallback's copy is scaled to about this many pixels
+    supersample_enlarged: bool = False  # also supersample when the quad is smaller than the output
     workers: int = 1
 
     def __post_init__(self) -> None:
@@ -50,6 +54,9 @@ class AlignConfig:
             (self.dominance_ratio >= 1.0, "dominance_ratio must be >= 1.0"),
             (self.workers >= 1, "workers must be >= 1"),
             (self.detect_max_pixels >= 10_000, "detect_max_pixels must be >= 10000"),
+            (0.0 <= self.detect_pad <= 1.0, "detect_pad must be between 0 and 1"),
+            (self.fallback_detector in ("none", "cnn"), "fallback_detector must be 'none' or 'cnn'"),
+            (self.fallback_pixels >= 10_000, "fallback_pixels must be >= 10000"),
         )
         for ok, msg in checks:
             if not ok:

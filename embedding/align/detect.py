@@ -1,4 +1,12 @@
-"""Face detection (dlib HOG or MMOD CNN), face choice under the multi-face policy, landmarks."""
+"""Face detection (dlib HOG or MMOD CNN), face choice under the multi-face policy, landmarks.
+
+Tightly cropped faces (the face fills the frame, as in UTKFace) defeat the HOG detector: its
+window needs some context around the face. `FaceModels.detect(rgb, pad=f)` searches the photo
+with its edge pixels replicated f of each side further out, and `detect_fallback` runs the
+MMOD CNN detector on a small copy; both return boxes in the photo's own pixels (reaching past
+its edges), and `landmarks(..., edge_extended_window=True)` places the landmarks on the same
+edge-extended photo, so everything downstream stays in source pixels.
+"""
 
 from __future__ import annotations
 
@@ -46,17 +54,38 @@ class Detection:
                 "score": round(self.score, 4)}
 
 
+def edge_extended(rgb: np.ndarray, *, left: int, top: int, right: int, bottom: int) -> np.ndarray:
+    """The window [left, right) x [top, bottom) of (H, W, C) `rgb`, which may reach past the
+    photo's edges: outside the photo each pixel repeats the nearest edge pixel (numpy's 'edge'
+    padding, to any distance). Returns a (bottom - top, right - left, C) copy."""
+    h, w = rgb.shape[:2]
+    ys = np.clip(np.arange(top, bottom), 0, h - 1)
+    xs = np.clip(np.arange(left, right), 0, w - 1)
+    return np.ascontiguousarray(rgb[ys[:, None], xs[None, :]])
+
+
+def _resized(img: np.ndarray, scale: float) -> tuple[np.ndarray, float]:
+    """(img scaled by about `scale`, the exact horizontal scale used)."""
+    from PIL import Image
+
+    h, w = img.shape[:2]
+    size = (max(1, int(w * scale)), max(1, int(h * scale)))
+    method = Image.Resampling.BOX if scale < 1 else Image.Resampling.BILINEAR
+    return np.asarray(Image.fromarray(img).resize(size, method)), size[0] / w
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelSet:
     """The verified model files an aligner uses (paths + sha256), picklable for worker processes."""
 
     landmarks: ModelInfo
-    detector: ModelInfo | None  # None for HOG (built into dlib)
+    detector: ModelInfo | None  # the MMOD model (detector or fallback_detector 'cnn'); None: HOG only
 
     @classmethod
     def resolve(cls, config: AlignConfig) -> ModelSet:
         lm = resolve_model(f"landmarks{config.landmarks}", config.landmark_model_path)
-        det = resolve_model("mmod", config.detector_model_path) if config.detector == "cnn" else None
+        uses_cnn = config.detector == "cnn" or config.fallback_detector == "cnn"
+        det = resolve_model("mmod", config.detector_model_path) if uses_cnn else None
         return cls(landmarks=lm, detector=det)
 
     def sha256s(self) -> dict[str, str]:
@@ -88,47 +117,93 @@ class FaceModels:
         self._cnn: Any = None
         if config.detector == "hog":
             self._hog = _load("hog", "", "")
-        else:
+        if config.detector == "cnn" or config.fallback_detector == "cnn":
             assert models.detector is not None
             self._cnn = _load("cnn", models.detector.path, models.detector.sha256)
         self._predictor = _load("predictor", models.landmarks.path, models.landmarks.sha256)
 
-    def detect(self, rgb: np.ndarray) -> list[Detection]:
+    @property
+    def has_fallback(self) -> bool:
+        """Whether `detect_fallback` can run (a HOG primary with fallback_detector 'cnn')."""
+        return self._hog is not None and self._cnn is not None
+
+    def _run(self, img: np.ndarray, *, cnn: bool, upsample: int) -> list[tuple[int, int, int, int, float]]:
+        img = np.ascontiguousarray(img, dtype=np.uint8)
+        if not cnn:
+            rects, scores, _ = self._hog.run(img, upsample, 0.0)
+            return [(r.left(), r.top(), r.right() + 1, r.bottom() + 1, float(s))
+                    for r, s in zip(rects, scores, strict=True)]
+        return [(m.rect.left(), m.rect.top(), m.rect.right() + 1, m.rect.bottom() + 1, float(m.confidence))
+                for m in self._cnn(img, upsample)]
+
+    @staticmethod
+    def _to_source(raw: list[tuple[int, int, int, int, float]], *, scale: float, dx: int = 0,
+                   dy: int = 0) -> list[Detection]:
+        """Boxes found in a copy scaled by `scale` and shifted by (dx, dy) -> source pixels, sorted."""
+        found = [Detection(round((left - dx) / scale), round((top - dy) / scale), round((right - dx) / scale),
+                           round((bottom - dy) / scale), score) for left, top, right, bottom, score in raw]
+        return sorted(found, key=lambda d: (-d.area, -d.score, d.top, d.left))
+
+    def detect(self, rgb: np.ndarray, *, pad: float = 0.0) -> list[Detection]:
         """All detections in (H, W, 3) uint8 RGB, largest first (ties: higher score first).
 
         A photo over config.detect_max_pixels is searched on a reduced copy (a portrait's face
         is large; the pyramid on a 12 MP original costs seconds for nothing) and the boxes are
         scaled back; landmarks are always placed on the full-resolution photo.
+
+        pad > 0 searches the photo with its edge pixels replicated `pad` of its width (height)
+        further out on the left and right (top and bottom): a face that fills the frame gets the
+        margin the detector window needs. The copy is reduced first so that the padded search
+        stays within detect_max_pixels; boxes come back in the photo's pixels (past its edges).
         """
         img = np.ascontiguousarray(rgb, dtype=np.uint8)
         h, w = img.shape[:2]
         scale = 1.0
-        if h * w > self.config.detect_max_pixels:
-            from PIL import Image
+        budget = self.config.detect_max_pixels / (1.0 + 2.0 * pad) ** 2
+        if h * w > budget:
+            img, scale = _resized(img, (budget / (h * w)) ** 0.5)
+        dx = dy = 0
+        if pad > 0:
+            sh, sw = img.shape[:2]
+            dx, dy = round(sw * pad), round(sh * pad)
+            img = edge_extended(img, left=-dx, top=-dy, right=sw + dx, bottom=sh + dy)
+        raw = self._run(img, cnn=self._hog is None, upsample=self.config.upsample)
+        return self._to_source(raw, scale=scale, dx=dx, dy=dy)
 
-            scale = (self.config.detect_max_pixels / (h * w)) ** 0.5
-            size = (max(1, int(w * scale)), max(1, int(h * scale)))
-            img = np.asarray(Image.fromarray(img).resize(size, Image.Resampling.BOX))
-            scale = size[0] / w
-        raw: list[tuple[int, int, int, int, float]] = []
-        if self._hog is not None:
-            rects, scores, _ = self._hog.run(img, self.config.upsample, 0.0)
-            raw = [(r.left(), r.top(), r.right() + 1, r.bottom() + 1, float(s))
-                   for r, s in zip(rects, scores, strict=True)]
-        else:
-            raw = [(m.rect.left(), m.rect.top(), m.rect.right() + 1, m.rect.bottom() + 1, float(m.confidence))
-                   for m in self._cnn(img, self.config.upsample)]
-        found = [Detection(round(left / scale), round(top / scale), round(right / scale), round(bottom / scale),
-                           score) for left, top, right, bottom, score in raw]
-        return sorted(found, key=lambda d: (-d.area, -d.score, d.top, d.left))
+    def detect_fallback(self, rgb: np.ndarray) -> list[Detection]:
+        """MMOD CNN detections (no pyramid up-step) on a copy scaled up or down to about
+        config.fallback_pixels, in source pixels; for photos the HOG detector found no face in.
 
-    def landmarks(self, rgb: np.ndarray, det: Detection) -> np.ndarray:
-        """(68, 2) or (5, 2) float64 landmark (x, y) for the face in `det`."""
+        The CNN is slow on a CPU (0.2-0.5 s for 200 x 200 on one core), so the copy is small:
+        this finds faces that fill much of the frame (tight crops), which is what HOG misses.
+        """
+        if not self.has_fallback:
+            return []
+        img = np.ascontiguousarray(rgb, dtype=np.uint8)
+        h, w = img.shape[:2]
+        img, scale = _resized(img, (self.config.fallback_pixels / (h * w)) ** 0.5)
+        return self._to_source(self._run(img, cnn=True, upsample=0), scale=scale)
+
+    def landmarks(self, rgb: np.ndarray, det: Detection, *, edge_extended_window: bool = False) -> np.ndarray:
+        """(68, 2) or (5, 2) float64 landmark (x, y) for the face in `det`, in source pixels.
+
+        edge_extended_window: place them on a window around the box cut from the photo with its
+        edge pixels replicated outward (as `detect(pad=...)` saw it) instead of on the photo
+        itself, where the predictor reads black past the edges.
+        """
         import dlib
 
-        rect = dlib.rectangle(det.left, det.top, det.right - 1, det.bottom - 1)
-        shape = self._predictor(np.ascontiguousarray(rgb, dtype=np.uint8), rect)
-        return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
+        img = np.ascontiguousarray(rgb, dtype=np.uint8)
+        dx = dy = 0
+        if edge_extended_window:
+            # half a box of margin: the same landmarks as on the photo edge-extended without limit
+            # (checked on 120 UTKFace crops; a quarter box moved some by up to 6 px)
+            mx, my = det.width // 2 + 1, det.height // 2 + 1
+            dx, dy = det.left - mx, det.top - my
+            img = edge_extended(img, left=dx, top=dy, right=det.right + mx, bottom=det.bottom + my)
+        rect = dlib.rectangle(det.left - dx, det.top - dy, det.right - 1 - dx, det.bottom - 1 - dy)
+        shape = self._predictor(img, rect)
+        return np.array([(p.x + dx, p.y + dy) for p in shape.parts()], dtype=np.float64)
 
 
 def choose_face(detections: list[Detection], *, min_detector_score: float, min_face_px: int,

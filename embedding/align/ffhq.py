@@ -15,7 +15,11 @@ re-derived from the published description and written here from the math:
    padding (Gaussian, sigma 2% of the side) more the further it is from the photo, and fade
    it towards the photo's median colour.
 5. Sample the quad into a transform_size square (bilinear), then resize to output_size
-   (Lanczos): the supersampling keeps the result sharp and alias-free.
+   (Lanczos): the supersampling keeps the result sharp and alias-free. When the quad is no
+   larger than output_size (a small photo: the transform only enlarges, nothing can alias)
+   and supersample_enlarged is off, the quad is sampled straight at output_size: on 200 px
+   UTKFace crops that is 5x cheaper and about 0.1 grey level on average from the supersampled
+   result. A quad larger than the output (every photo the shrink step reduces) is unaffected.
 
 Coordinates are (x, y) pixel indices, the dlib landmark convention (pixel centres at integers).
 """
@@ -186,8 +190,11 @@ def _pad_blurred(img: np.ndarray, pad: tuple[int, int, int, int], qsize: float) 
 
 
 def align_to_quad(image: np.ndarray, quad: np.ndarray, *, output_size: int, transform_size: int,
-                  enable_padding: bool) -> np.ndarray:
-    """Cut the FFHQ quad out of `image` (H, W, 3) uint8 -> (output_size, output_size, 3) uint8."""
+                  enable_padding: bool, supersample_enlarged: bool = True) -> np.ndarray:
+    """Cut the FFHQ quad out of `image` (H, W, 3) uint8 -> (output_size, output_size, 3) uint8.
+
+    supersample_enlarged=False samples a quad whose side is at most output_size straight at
+    output_size instead of via transform_size (see step 5 above)."""
     img = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8), "RGB")
     quad = np.array(quad, dtype=np.float64)
     qsize = math.hypot(*(quad[3] - quad[0]))
@@ -218,6 +225,8 @@ def align_to_quad(image: np.ndarray, quad: np.ndarray, *, output_size: int, tran
         img = Image.fromarray(_pad_blurred(np.asarray(img), pad, qsize), "RGB")
         quad += pad[:2]
 
+    if not supersample_enlarged and qsize <= output_size:
+        transform_size = output_size
     img = img.transform((transform_size, transform_size), Image.Transform.QUAD,
                         tuple((quad + 0.5).flatten()), Image.Resampling.BILINEAR)
     if output_size < transform_size:

@@ -28,7 +28,10 @@ from embedding.align.reasons import AlignRejected
 @dataclasses.dataclass(frozen=True)
 class AlignedFace:
     """image: (S, S, 3) uint8. landmarks: (68|5, 2) in source pixels. quad: (4, 2) source pixels.
-    transform: (2, 3) source pixel -> output pixel. eyes_out: (2, 2) eye centres in the output."""
+    transform: (2, 3) source pixel -> output pixel. eyes_out: (2, 2) eye centres in the output.
+    detector: which search found the face: 'dlib_hog' or 'dlib_mmod_cnn' (the configured
+    detector, on the photo), '<that>_padded' (on the photo with its edges extended,
+    align.detect_pad) or 'dlib_mmod_cnn' as the fallback (align.fallback_detector)."""
 
     image: np.ndarray
     detection: Detection
@@ -37,6 +40,7 @@ class AlignedFace:
     transform: np.ndarray
     eyes_out: np.ndarray
     counts: dict
+    detector: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,21 +76,64 @@ class Aligner:
         rgb = np.asarray(rgb)
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise ValueError(f"expected an (H, W, 3) uint8 RGB array, got {rgb.shape} {rgb.dtype}")
-        detections = self._face_models.detect(rgb)
-        face, counts = choose_face(detections, min_detector_score=c.min_detector_score, min_face_px=c.min_face_px,
-                                   multi_face=c.multi_face, dominance_ratio=c.dominance_ratio)
-        landmarks = self._face_models.landmarks(rgb, face)
+        face, counts, landmarks, found_by = self._find_face(rgb)
         try:
             quad = quad_from_landmarks(landmarks)
         except ValueError as exc:
             raise AlignRejected(R.NO_FACE, f"the landmarks give no usable face geometry: {exc}",
                                 details=counts) from None
         image = align_to_quad(rgb, quad, output_size=c.output_size, transform_size=c.transform_size,
-                              enable_padding=c.enable_padding)
+                              enable_padding=c.enable_padding, supersample_enlarged=c.supersample_enlarged)
         transform = quad_to_output(quad, output_size=c.output_size)
         eyes = apply_transform(transform, np.stack(eye_centres(landmarks)))
         return AlignedFace(image=image, detection=face, landmarks=landmarks, quad=quad, transform=transform,
-                           eyes_out=eyes, counts=counts)
+                           eyes_out=eyes, counts=counts, detector=found_by)
+
+    def _choose(self, detections: list[Detection]) -> tuple[Detection, dict]:
+        c = self.config
+        return choose_face(detections, min_detector_score=c.min_detector_score, min_face_px=c.min_face_px,
+                           multi_face=c.multi_face, dominance_ratio=c.dominance_ratio)
+
+    def _find_face(self, rgb: np.ndarray) -> tuple[Detection, dict, np.ndarray, str]:
+        """(face box, counts, landmarks, which search found it), all in source pixels.
+
+        The configured detector searches the photo first; only when it finds no face at all
+        (no_face: a tight crop, where the detector window lacks context) the photo is searched
+        again with its edges extended (align.detect_pad), then by the MMOD CNN fallback
+        (align.fallback_detector). A multiple_faces or face_too_small verdict is final at
+        whichever search gave it, so photos with a face found on the first search align exactly
+        as without the fallbacks.
+        """
+        fm = self._face_models
+        try:
+            face, counts = self._choose(fm.detect(rgb))
+        except AlignRejected as first:
+            if first.reason != R.NO_FACE:
+                raise
+            return self._find_face_again(rgb, first)
+        return face, counts, fm.landmarks(rgb, face), self.detector_name
+
+    def _find_face_again(self, rgb: np.ndarray, first: AlignRejected) -> tuple[Detection, dict, np.ndarray, str]:
+        c, fm = self.config, self._face_models
+        searches = []
+        if c.detect_pad > 0:
+            searches.append((f"{self.detector_name}_padded", lambda: fm.detect(rgb, pad=c.detect_pad),
+                             f"with the edges extended by align.detect_pad={c.detect_pad:g}"))
+        if fm.has_fallback:
+            searches.append(("dlib_mmod_cnn", lambda: fm.detect_fallback(rgb),
+                             "by the MMOD CNN fallback (align.fallback_detector=cnn)"))
+        for name, search, _ in searches:
+            try:
+                face, counts = self._choose(search())
+            except AlignRejected as rej:
+                if rej.reason != R.NO_FACE:
+                    raise
+                continue
+            return face, counts, fm.landmarks(rgb, face, edge_extended_window=True), name
+        if not searches:
+            raise first
+        tried = " nor ".join(s[2] for s in searches)
+        raise AlignRejected(R.NO_FACE, f"{first.message}; none either {tried}", details=first.details)
 
 
 def align_image(image: np.ndarray, *, aligner: Aligner) -> AlignedFace:

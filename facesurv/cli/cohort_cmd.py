@@ -42,26 +42,31 @@ def import_(
 def synth(
     out_dir: Annotated[Path, typer.Option("--out", help="Directory to create (an earlier synth cohort there is replaced).")],
     base: Annotated[str | None, typer.Option(help="Bundled dataset: gbsg2, whas500, flchain, veterans_lung_cancer, aids.")] = None,
-    patients: Annotated[int | None, typer.Option(help="Patients to keep, stratified by event (0 = all; default: synth.patients).")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed for dates, subsample, latents and direction (default: cohort.seed).")] = None,
-    strength: Annotated[float | None, typer.Option(help="Signal strength s in latent-spread units (default: synth.strength).")] = None,
+    patients: Annotated[int | None, typer.Option(help="Patients to keep, a seeded random subsample (0 = all; default: synth.patients).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for dates, subsample and faces (default: cohort.seed).")] = None,
+    survival_seed: Annotated[int | None, typer.Option("--survival-seed", help="Seed for the drawn outcomes only (default: synth.survival_seed, else --seed).")] = None,
+    faces: Annotated[Path | None, typer.Option(help="Labelled face folder (photos + labels.csv: file, age, sex): real faces. Without it: rendered faces.")] = None,
+    hr_per_decade: Annotated[float | None, typer.Option("--hr-per-decade", help="Real faces: hazard ratio per decade of apparent-age gap (default: synth.hr_per_decade).")] = None,
+    strength: Annotated[float | None, typer.Option(help="Rendered faces: log-hazard per prior sd along d (default: synth.strength).")] = None,
+    direction: Annotated[str | None, typer.Option(help="Rendered faces: random | visible (the easy case) (default: synth.direction).")] = None,
+    space: Annotated[str | None, typer.Option(help="Rendered faces: w | z, where the signal lives (default: synth.space).")] = None,
     workspace: WorkspaceOpt = None,
 ) -> None:
-    """Semi-synthetic cohort: real clinical data plus one rendered portrait per patient whose
-    latent carries a known prognostic signal (DIR/photos, DIR/clinical.csv, DIR/truth)."""
-    _, params = open_workspace(workspace)
+    """Semi-synthetic cohort: real clinical covariates, one face per patient carrying a known
+    log-hazard, and outcomes drawn from the truth (DIR/photos, DIR/clinical.csv, DIR/truth)."""
+    ws, params = open_workspace(workspace)
     from flows.synth_cohort import make_synth_cohort
 
-    summary = make_synth_cohort(params, out_dir, base=base, patients=patients, seed=seed, strength=strength)
-    c = summary["c_index"]
-    out.print(f"wrote {out_dir}: {summary['patients']} patients, {summary['events']} events, "
-              f"{summary['resolution']}px portraits (base {summary['base']}, seed {summary['seed']}, "
-              f"space {summary['space']}, strength {summary['strength']:g})")
-    out.print(f"oracle C-index (out-of-fold): clinical {c['clinical_cox']:.3f}, clinical + true latent "
-              f"{c['oracle_cox']:.3f}; truth in {out_dir / 'truth'} (never read by the pipeline)")
-    t = summary["timings"]
-    out.print(f"direction estimate {t['direction_s']:.1f} s ({summary['direction']['iterations']} power iterations), "
-              f"residuals + rendering + oracle {t['cohort_s']:.1f} s")
+    summary = make_synth_cohort(params, out_dir, ws=ws, base=base, patients=patients, seed=seed, strength=strength,
+                                faces=faces, survival_seed=survival_seed, direction=direction, space=space,
+                                hr_per_decade=hr_per_decade)
+    c = summary["ceiling_c_index"]
+    res = f"{summary['resolution']}px rendered portraits" if summary["resolution"] else "real photos"
+    out.print(f"wrote {out_dir}: {summary['patients']} patients, {summary['events']} drawn events, {res} "
+              f"(base {summary['base']}, seed {summary['seed']}, survival seed {summary['survival_seed']}); "
+              f"rung: {summary['rung']}", soft_wrap=True)
+    out.print(f"ceiling C-index (true log-hazards, no model): face {c['face']:.3f}, clinical {c['clinical']:.3f}, "
+              f"total {c['total']:.3f}; truth in {out_dir / 'truth'} (never read by the pipeline)", soft_wrap=True)
     out.print(summary["statement"], style="bold yellow" if summary["generator_is_random_init"] else None,
               soft_wrap=True)
 

@@ -15,6 +15,8 @@ def demo(
     base: Annotated[str | None, typer.Option(help="Base dataset for the cohort (default: cohort.base).")] = None,
     patients: Annotated[int | None, typer.Option(help="Number of patients (default: demo.patients; 0 = all).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for the cohort and every stage (default: demo.seed).")] = None,
+    faces: Annotated[Path | None, typer.Option(help="Labelled face folder (photos + labels.csv) for a real-face cohort (default: demo.faces).")] = None,
+    rendered: Annotated[bool, typer.Option("--rendered", help="Rendered faces even where a face folder is configured.")] = False,
 ) -> None:
     """Run every stage of the platform that has landed, in order, and print what each found."""
     import logging
@@ -34,9 +36,20 @@ def demo(
     from flows.demo import run_demo
 
     ensure_writable_dir(out_dir)
-    overrides: dict[str, dict[str, Any]] = {"cohort": {"base": base, "seed": seed}, "demo": {"patients": patients, "seed": seed},
-                 "synth": {"patients": patients}}
-    results = run_demo(out_dir, params_overrides=overrides, log=lambda m: console.print(m, markup=False))
+    if faces is not None and not faces.is_dir():
+        from facesurv.errors import ConfigError
+
+        raise ConfigError(f"--faces {faces}: no such folder; pass a folder holding photos and labels.csv")
+    if faces is not None and rendered:
+        from facesurv.errors import ConfigError
+
+        raise ConfigError("--faces and --rendered contradict each other; pass one of them")
+    overrides: dict[str, dict[str, Any]] = {
+        "cohort": {"base": base, "seed": seed},
+        "demo": {"patients": patients, "seed": seed, "faces": str(faces.resolve()) if faces is not None else None},
+        "synth": {"patients": patients}}
+    results = run_demo(out_dir, params_overrides=overrides, log=lambda m: console.print(m, markup=False),
+                       rendered=rendered)
     out.print("\nstage summary:", markup=False)
     for r in results:
         out.print(f"  {r.name:<24} {r.status:<14} {r.seconds:7.1f}s", markup=False)

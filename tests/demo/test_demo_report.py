@@ -22,6 +22,64 @@ def _inputs(**kw) -> ReportInputs:
     return ReportInputs(**base)
 
 
+def _stat(v, lo, hi):
+    return {"value": v, "ci": [lo, hi], "resamples": 200}
+
+
+def _crossfit() -> dict:
+    names = ("deepsurv_latent", "coxnet_latent", "coxph_clinical", "deepsurv_clinical", "fusion")
+    models = {n: {"c_index": _stat(0.6 + i / 100, 0.55, 0.7), "ibs": _stat(0.2, 0.18, 0.22)}
+              for i, n in enumerate(names)}
+    models.update({"ceiling_face": {"c_index": _stat(0.68, 0.64, 0.72)},
+                   "ceiling_clinical": {"c_index": _stat(0.64, 0.6, 0.68)},
+                   "ceiling_total": {"c_index": _stat(0.74, 0.7, 0.78)}})
+    derived = {"retention": _stat(0.3, -0.1, 0.7), "retention_face": _stat(0.5, 0.2, 0.8),
+               "fusion_gain": _stat(0.03, -0.01, 0.07), "ceiling_gain": _stat(0.1, 0.07, 0.13)}
+    return {"models": models, "derived": derived, "bootstrap": 200, "seed": 0, "n": 300, "events": 130, "folds": 5}
+
+
+def test_cross_fitted_figures_ceilings_and_retention_with_cis(tmp_path: Path) -> None:
+    inputs = _inputs(crossfit=_crossfit(), cohort={"kind": "rendered", "rung": "rendered, random direction in w",
+                                                   "line": "cohort: rendered faces"})
+    m = metrics_json(inputs)
+    assert m["ceiling"] == {"face": {"value": 0.68, "ci": [0.64, 0.72]}, "clinical": {"value": 0.64, "ci": [0.6, 0.68]},
+                            "total": {"value": 0.74, "ci": [0.7, 0.78]}}
+    assert m["retention"] == {"value": 0.3, "ci": [-0.1, 0.7]}
+    assert m["fusion_gain"] == {"value": 0.03, "ci": [-0.01, 0.07]} and m["retention_face"]["value"] == 0.5
+    assert m["crossfit"]["models"]["fusion"]["c_index"] == {"value": 0.64, "ci": [0.55, 0.7]}
+    assert m["crossfit"]["folds"] == 5 and m["cohort"]["rung"] == "rendered, random direction in w"
+    paths = write_report(tmp_path / "report", inputs)
+    md = paths["report.md"].read_text()
+    assert md.splitlines()[2].startswith("**Cohort:** rendered faces; rung: rendered, random direction in w")
+    assert "| Ceiling: true total log-hazard | 0.740 [0.700, 0.780] | — | — |" in md
+    assert "**Retention (share of the face's added value captured)**: 0.30 [-0.10, 0.70]" in md
+    assert "rung: <b>rendered, random direction in w</b>" in paths["index.html"].read_text()
+
+
+def test_real_faces_report_alignment_per_group_and_no_face_only_retention(tmp_path: Path) -> None:
+    alignment = {"overall": {"photos": 10, "aligned": 9, "quarantined": 1, "rate": 0.9},
+                 "photo_sex": {"female": {"photos": 10, "aligned": 9, "quarantined": 1, "rate": 0.9}},
+                 "race_group": {"black": {"photos": 4, "aligned": 3, "quarantined": 1, "rate": 0.75},
+                                "white": {"photos": 6, "aligned": 6, "quarantined": 0, "rate": 1.0}}}
+    inputs = _inputs(crossfit=_crossfit(), cohort={"kind": "real", "rung": "real faces"}, alignment=alignment)
+    md = write_report(tmp_path / "report", inputs)["report.md"].read_text()
+    assert "| race group black | 4 | 3 | 1 | 75.0% |" in md and "| all | 10 | 9 | 1 | 90.0% |" in md
+    assert "Face-only retention" not in md
+    assert metrics_json(inputs)["alignment"]["race_group"]["black"]["rate"] == 0.75
+
+
+def test_alignment_audit_counts_per_group() -> None:
+    import pandas as pd
+
+    from flows.demo import audit_by_group
+
+    frame = pd.DataFrame({"photo_sex": ["female", "female", "male"], "race_group": ["a", "b", "a"],
+                          "aligned": [True, False, True]})
+    got = audit_by_group(frame, ("photo_sex", "race_group"))
+    assert got["overall"] == {"photos": 3, "aligned": 2, "quarantined": 1, "rate": 0.6667}
+    assert got["race_group"]["b"] == {"photos": 1, "aligned": 0, "quarantined": 1, "rate": 0.0}
+
+
 def test_retention_formula() -> None:
     assert retention(0.7, 0.9) == pytest.approx(0.5)
     assert retention(0.9, 0.9) == pytest.approx(1.0)
@@ -31,7 +89,8 @@ def test_retention_formula() -> None:
 
 def test_metrics_json_has_the_stable_layout() -> None:
     m = metrics_json(_inputs())
-    assert set(m) >= {"base", "patients", "seed", "models", "retention", "stages_s", "total_s"}
+    assert set(m) >= {"base", "patients", "seed", "cohort", "models", "retention", "retention_vs_oracle",
+                      "stages_s", "total_s"}
     assert set(m["models"]) == set(MODELS)
     for entry in m["models"].values():
         assert set(entry) >= {"c_index", "c_index_ci", "ibs"} and len(entry["c_index_ci"]) == 2
@@ -42,7 +101,7 @@ def test_nan_and_missing_values_become_null() -> None:
     inputs = _inputs(retention=float("nan"))
     inputs.models["fusion"] = {"c_index": float("nan"), "ibs": None}
     m = metrics_json(inputs)
-    assert m["retention"] is None
+    assert m["retention"] is None and m["retention_vs_oracle"] is None
     assert m["models"]["fusion"]["c_index"] is None and m["models"]["fusion"]["c_index_ci"] == [None, None]
     json.dumps(m, allow_nan=False)  # strictly valid JSON for scripts
 

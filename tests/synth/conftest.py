@@ -72,3 +72,29 @@ def synth_workspace(workspace):
     raw["synth"].update({"direction_samples": 8, "direction_iterations": 10, "patients": 60})
     path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
     return workspace
+
+
+def make_face_folder(root: Path, *, per_cell: int = 3, seed: int = 0) -> Path:
+    """A labelled face folder: small seeded noise JPEGs, `per_cell` per sex and age decade
+    20-89, and labels.csv (file, age, sex, race_group) as ../shared/utkface has it."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    rows = ["file,age,sex,race_group"]
+    k = 0
+    for sex in ("F", "M"):
+        for decade in range(20, 90, 10):
+            for _ in range(per_cell):
+                name = f"face_{k:04d}.jpg"
+                Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(root / name, quality=90)
+                rows.append(f"{name},{decade + int(rng.integers(0, 10))},{sex},{('white', 'black', 'asian')[k % 3]}")
+                k += 1
+    (root / "labels.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return root
+
+
+@pytest.fixture(scope="session")
+def face_folder(tmp_path_factory):
+    return make_face_folder(tmp_path_factory.mktemp("faces"), per_cell=6)
