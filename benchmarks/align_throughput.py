@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import platform
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,6 +25,8 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from machine import machine  # noqa: E402
 
 from embedding.align import AlignConfig, ModelSet, align_directory  # noqa: E402
 
@@ -47,15 +47,6 @@ def make_inputs(faces: Path, out: Path, n: int, seed: int) -> list[float]:
         sizes.append(im.width * im.height / 1e6)
     return sizes
 
-
-def machine() -> str:
-    try:
-        model = next(line.split(":", 1)[1].strip() for line in subprocess.run(
-            ["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines()
-            if line.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        model = platform.processor() or "unknown CPU"
-    return f"{model}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start"
 
 
 def run(in_dir: Path, out_dir: Path, config: AlignConfig, models: ModelSet, workers: int) -> dict:

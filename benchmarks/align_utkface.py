@@ -24,10 +24,8 @@ import csv
 import dataclasses
 import datetime as dt
 import json
-import os
 import platform
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,17 +34,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from machine import machine  # noqa: E402
+
 from embedding.align import IMAGE_EXTENSIONS, AlignConfig, Aligner, ModelSet, align_directory  # noqa: E402
-
-
-def machine() -> str:
-    try:
-        model = next(line.split(":", 1)[1].strip() for line in subprocess.run(
-            ["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines()
-            if line.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        model = platform.processor() or "unknown CPU"
-    return f"{model}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start"
 
 
 def _cpu_seconds() -> float:

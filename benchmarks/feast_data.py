@@ -4,27 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import platform
-import subprocess
 import uuid
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from machine import machine  # noqa: F401  (re-exported to the feast_* scripts)
 
 REPO = Path(__file__).resolve().parent.parent
 
-
-def machine() -> str:
-    try:
-        model = next(line.split(":", 1)[1].strip() for line in
-                     subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
-                     if line.startswith("Model name"))
-    except (StopIteration, OSError):
-        model = platform.processor() or "unknown CPU"
-    import os
-
-    return f"{model}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
 
 
 def params(profile: str = "local"):

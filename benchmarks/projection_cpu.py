@@ -17,22 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
 import time
 
 import torch
-
-
-def _cpu_model() -> str:
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        for line in text.splitlines():
-            if line.startswith("Model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from machine import cpu_name
 
 
 def _photos(G, n: int) -> torch.Tensor:
@@ -96,7 +84,7 @@ def main() -> None:
         return round(ra["photos_per_s"] / rb["photos_per_s"], 2) if ra and rb else None
 
     print(json.dumps({
-        "machine": _cpu_model(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+        "machine": cpu_name(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "steps": args.steps,
         "generator": "random-init, res 32, channel_max 32, 8 mapping layers",
         "speedup_mse": speedup("mse batched", "mse baseline batch 1"),

@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +34,8 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from machine import cpu_name  # noqa: E402
 
 RUNGS = {
     "visible-w": {"direction": "visible", "space": "w"},
@@ -47,13 +47,6 @@ RUNGS = {
 # and the clinical CoxPH it is compared with; DeepSurv on latents is left out to save time
 MODELS = ("coxph_clinical", "coxnet_latent", "fusion")
 
-
-def _cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        return platform.processor() or "unknown"
 
 
 def aligned_photos(params: Any, photos: list[Path], cache: Path) -> dict[str, Path]:
@@ -215,7 +208,7 @@ def main() -> int:
 
     repo = Path(__file__).resolve().parent.parent
     params = with_overrides(load_params(repo / "params.yaml"), synth={"patients": args.patients})
-    meta = {"date": dt.date.today().isoformat(), "machine": f"{_cpu_name()}, {args.threads} torch thread(s)",
+    meta = {"date": dt.date.today().isoformat(), "machine": f"{cpu_name()}, {args.threads} torch thread(s)",
             "params_hash": params.params_hash, "patients": params.synth.patients, "base": params.cohort.base,
             "projection": params.projection.project_options(), "bootstrap": args.bootstrap}
     print(json.dumps({"meta": meta}), flush=True)

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from machine import cpu_name  # noqa: E402
 
 
 def main() -> int:
@@ -61,8 +62,7 @@ def main() -> int:
         timed(f"render {args.patients} portraits (mapping + synthesis)", threads,
               lambda: render_ws(G, map_z(G, z, truncation_psi=1.0)).shape[0])
 
-    cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    name = next((ln.split(":", 1)[1].strip() for ln in cpu.splitlines() if ln.startswith("Model name")), "?")
+    name = cpu_name()
     load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else "?"
     print(f"{name}, {torch.get_num_threads()} threads max, load {load}, {dt.date.today()}, "
           f"res {args.resolution}, channel_max {args.channel_max}, {args.samples} direction samples\n")

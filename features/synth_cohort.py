@@ -387,7 +387,8 @@ def write_synth_cohort(cohort: SynthCohort, out_dir: Path, *, generator: dict[st
         photos = tmp / "photos"
         photos.mkdir()
         if faces.kind == "rendered":
-            assert faces.images is not None and generator is not None
+            if faces.images is None or generator is None:
+                raise FacesurvError("a rendered cohort needs its images and its generator's description")
             meta = PngImagePlugin.PngInfo()
             meta.add_text("Software", "facesurv cohort synth")
             meta.add_text("Comment", statement)
@@ -395,7 +396,8 @@ def write_synth_cohort(cohort: SynthCohort, out_dir: Path, *, generator: dict[st
             for photo_id, img in zip(faces.table["photo_id"], faces.images, strict=True):
                 Image.fromarray(img, mode="RGB").save(photos / f"{photo_id}.png", format="PNG", pnginfo=meta)
         else:
-            assert faces.source_dir is not None
+            if faces.source_dir is None:
+                raise FacesurvError("a real-face cohort needs the folder its photos come from")
             for photo_id, name in zip(faces.table["photo_id"], faces.table["photo_file"], strict=True):
                 shutil.copyfile(faces.source_dir / name, photos / f"{photo_id}{Path(name).suffix.lower()}")
         cohort.clinical.to_csv(tmp / "clinical.csv", index=False)
