@@ -159,7 +159,8 @@ def _fmt(values: list[float | None], digits: int = 2) -> str:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    """One markdown row per rung: mean ± sd across seeds."""
+    """One markdown row per rung: mean ± sd across seeds (retention_face only for rendered rungs,
+    where the face is independent of the clinical data)."""
     lines = ["| rung | seeds | C clinical CoxPH | C fusion | C Coxnet (latents) | ceiling face / clinical / total "
              "| fusion gain | ceiling gain | retention | retention_face | wall s per run |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -176,7 +177,7 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"| {rung} | {','.join(str(r['seed']) for r in rs)} | {_fmt(c('coxph_clinical'), 3)} | {_fmt(c('fusion'), 3)} "
             f"| {_fmt(c('coxnet_latent'), 3)} | {ceil} | {_fmt([r['fusion_gain']['value'] for r in rs], 3)} "
             f"| {_fmt([r['ceiling_gain']['value'] for r in rs], 3)} | {_fmt([r['retention']['value'] for r in rs])} "
-            f"| {_fmt([r['retention_face']['value'] for r in rs])} "
+            f"| {'—' if rung == 'real' else _fmt([r['retention_face']['value'] for r in rs])} "
             f"| {np.mean([sum(r['seconds'].values()) for r in rs]):.0f} |")
     return "\n".join(lines)
 

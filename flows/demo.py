@@ -447,8 +447,8 @@ def asset_statements(ctx: DemoContext) -> list[tuple[str, str]]:
     if gen.get("is_random_init", p.generator.checkpoint is None):
         out.append(("Generator", "random-init stand-in StyleGAN2 (seed "
                     f"{p.generator.seed}, {p.generator.resolution}px, channel_max {p.generator.channel_max}): "
-                    "no pretrained weights were provided, so the portraits are not faces and the latents are "
-                    "not those of the paper's FFHQ generator."))
+                    "no pretrained weights were provided, so its images are not faces and its latents know nothing "
+                    "of faces (they are not those of the paper's FFHQ generator)."))
     else:
         out.append(("Generator", f"{gen.get('description') or gen.get('source')} (sha256 {str(gen.get('sha256'))[:12]})"))
     if p.projection.loss == "mse":
