@@ -251,19 +251,12 @@ def stage_evaluation(ctx: DemoContext) -> str:
     summary["folds"] = p.synth.folds
     summary["patients_in_cohort"] = int(len(outcome))
     ctx.state["crossfit"] = summary
+    from flows.report import stat_text
+
     d = summary["derived"]
     return (f"{summary['n']} patients ({summary['events']} events), {p.synth.folds} folds: "
-            f"fusion gain {_stat_text(d['fusion_gain'])} of a possible {_stat_text(d['ceiling_gain'])}; "
-            f"retention {_stat_text(d['retention'])}")
-
-
-def _stat_text(stat: dict[str, Any], digits: int = 3) -> str:
-    v, ci = stat.get("value"), stat.get("ci") or [None, None]
-    if v is None:
-        return "n/a"
-    if ci[0] is None or ci[1] is None:
-        return f"{v:.{digits}f}"
-    return f"{v:.{digits}f} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+            f"fusion gain {stat_text(d['fusion_gain'])} of a possible {stat_text(d['ceiling_gain'])}; "
+            f"retention {stat_text(d['retention'])}")
 
 
 def stage_score(ctx: DemoContext) -> str:

@@ -127,7 +127,8 @@ def metrics_json(r: ReportInputs) -> dict[str, Any]:
     return out
 
 
-def _stat_text(stat: dict[str, Any] | None, digits: int = 3) -> str:
+def stat_text(stat: dict[str, Any] | None, digits: int = 3) -> str:
+    """'value [lo, hi]' of a {value, ci} statistic; 'n/a' when it has no value."""
     if not stat or stat.get("value") is None:
         return "n/a"
     ci = stat.get("ci") or [None, None]
@@ -146,10 +147,10 @@ def _crossfit_rows(r: ReportInputs) -> list[list[str]]:
         m = cf["models"].get(name)
         if m:
             paper = PAPER_TABLE1.get(key)
-            rows.append([label, _stat_text(m["c_index"]), _stat_text(m.get("ibs")), f"{paper:.3f}" if paper else "—"])
+            rows.append([label, stat_text(m["c_index"]), stat_text(m.get("ibs")), f"{paper:.3f}" if paper else "—"])
     for label, name in CEILINGS.values():
         if name in cf["models"]:
-            rows.append([label, _stat_text(cf["models"][name]["c_index"]), "—", "—"])
+            rows.append([label, stat_text(cf["models"][name]["c_index"]), "—", "—"])
     return rows
 
 
@@ -162,7 +163,7 @@ def _derived_lines(r: ReportInputs) -> list[tuple[str, str]]:
     out = []
     for k in DERIVED:
         if k in d and not (k == "retention_face" and r.cohort.get("kind") != "rendered"):
-            out.append((labels[k], _stat_text(d[k], 2 if k.startswith("retention") else 3)))
+            out.append((labels[k], stat_text(d[k], 2 if k.startswith("retention") else 3)))
     return out
 
 
