@@ -50,11 +50,11 @@ def make_figures(ws: Workspace, params: Params, cohort_dir: Path, report_dir: Pa
     from PIL import Image
 
     from embedding.editing import edit_grid, latent_spread, render, tile, to_uint8
-    from facesurv.cli.generator_cmd import load_workspace_generator
+    from flows.embedding_steps import generator
 
     figs: dict[str, str] = {}
     fig_dir = report_dir / "figures"
-    G, info = load_workspace_generator(ws, params)
+    G, info = generator(ws, params)
     space = params.projection.space if params.projection.space != "w+" else "w"
     frame = _training_frame(ws)
     lat = _latents(frame)

@@ -75,10 +75,10 @@ def score_through_api(ws: Workspace, params: Params, *, patient_id: str | None =
     """
     import httpx
 
-    from facesurv.cli.serve_cmd import curl_examples
     from facesurv.errors import DataError
     from serving.audit import provenance_lines
     from serving.auth import TOKEN_ENV, new_token
+    from serving.examples import curl_examples
     from serving.wiring import build_server
 
     if patient_id is None:

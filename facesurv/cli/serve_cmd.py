@@ -12,18 +12,6 @@ serve_app = typer.Typer(help="Serve risk scores over HTTP (every score goes to t
                         invoke_without_command=True)
 
 
-def curl_examples(base_url: str, token_hint: str = "$FACESURV_TOKEN", patient_id: str = "PATIENT_ID") -> str:
-    """How to call the API; printed by `facesurv serve` and the demo."""
-    auth = f'-H "Authorization: Bearer {token_hint}"'
-    return "\n".join([
-        f"  curl -s {auth} -H 'content-type: application/json' -d '{{\"patient_id\": \"{patient_id}\"}}' "
-        f"{base_url}/v1/scores",
-        f"  curl -s {auth} -F photo=@face.jpg -F patient_id={patient_id} -F age=61 ... {base_url}/v1/scores/photo",
-        f"  curl -s {auth} {base_url}/v1/scores/SCORE_ID        # the score with its lineage",
-        f"  web page: {base_url}/ui/    OpenAPI: {base_url}/openapi.json",
-    ])
-
-
 @serve_app.callback()
 def serve(
     ctx: typer.Context,
@@ -56,6 +44,8 @@ def serve(
     if server.generated_token:
         console.print("no API token configured: generated one for this run (local profile only):\n"
                       f"  export FACESURV_TOKEN={server.generated_token}", markup=False)
+    from serving.examples import curl_examples
+
     console.print(f"serving on {base}; call it with:\n{curl_examples(base)}", markup=False)
     uvicorn.run(server.app, host=params.serving.host, port=params.serving.port, log_level="info",
                 access_log=access_log)

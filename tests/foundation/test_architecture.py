@@ -125,3 +125,25 @@ def test_importing_every_module_has_no_side_effects(tmp_path: Path) -> None:
     leftovers = [p.name for p in empty.iterdir()]
     assert not leftovers
     assert not result["home"], f"importing the project's modules wrote into $HOME: {result['home'][:10]}"
+
+
+def _full_imports(path: Path) -> list[tuple[int, str]]:
+    """(line, dotted module) of every absolute import anywhere in the file."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found = []
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Import):
+            found += [(n.lineno, a.name) for a in n.names]
+        elif isinstance(n, ast.ImportFrom) and n.level == 0 and n.module:
+            found.append((n.lineno, n.module))
+    return found
+
+
+@pytest.mark.parametrize("package", [*LIBRARIES, "flows", "facesurv"])
+def test_only_the_cli_imports_the_cli(package: str) -> None:
+    """The CLI is the top: library, flow and ground code never import facesurv.cli."""
+    bad = [f"{p.relative_to(REPO)}:{line} imports {mod}" for p in _py_files(package)
+           if not (package == "facesurv" and ("cli" in p.relative_to(REPO / "facesurv").parts
+                                              or p.name == "__main__.py"))
+           for line, mod in _full_imports(p) if mod == "facesurv.cli" or mod.startswith("facesurv.cli.")]
+    assert not bad, "only facesurv/cli and facesurv/__main__.py may import the CLI:\n" + "\n".join(bad)
