@@ -81,6 +81,7 @@ def run_one(params: Any, rung: str, seed: int, *, faces: Path | None, cache: Pat
     import pandas as pd
     import torch
 
+    from embedding.fileio import sha256_file
     from embedding.project_batch import load_photo
     from embedding.projection import latent_statistics, project, stable_seed
     from embedding.stylegan2 import GeneratorConfig, load_generator
@@ -114,8 +115,6 @@ def run_one(params: Any, rung: str, seed: int, *, faces: Path | None, cache: Pat
         stats = latent_statistics(G, samples=p.w_avg_samples)
         t0 = time.perf_counter()
         latents = []
-        from embedding.fileio import sha256_file
-
         for start in range(0, len(ids), p.batch_size):
             chunk = ids[start:start + p.batch_size]
             images = torch.from_numpy(np.stack([load_photo(paths[i], resolution=G.img_resolution) for i in chunk]))

@@ -71,7 +71,6 @@ def make_synth_cohort(params: Params, out_dir: Path, *, ws: Workspace | None = N
         raise DataError(f"--patients {s.patients} is more than the {len(table)} patients of {c.base}; "
                         f"pass {len(table)} or fewer (0 = all)")
     timings: dict[str, float] = {}
-    t0 = time.perf_counter()
     model = clinical_truth(table, c.base, alpha=s.cox_alpha)
     chosen = select_patients(table, s.patients, seed=c.seed)
     generator: dict[str, Any] | None = None
