@@ -9,7 +9,8 @@ photo's result does not depend on its batch mates: its RNG stream is keyed by it
 hash, and `project` pads batches so their arithmetic is batch-invariant.
 
 Photos that cannot be read or decoded are returned as failures with the reason; they never
-vanish, and they never take the rest of their batch down with them.
+vanish, and they never take the rest of their batch down with them. Only plain files inside a
+photo's folder are opened: a link, hard link, FIFO, device or socket is a failure, unread.
 
 Standard library, numpy, Pillow and torch only (no pyarrow here: the CLI writes tables).
 """
@@ -26,7 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
-from embedding.fileio import sha256_file, write_bytes_atomic
+from embedding.fileio import (
+    UnsafeFileError,
+    open_regular_file,
+    sha256_regular_file,
+    write_bytes_atomic,
+)
 
 SHARD_FORMAT = 1
 _SHARD_FIELDS = ("latents", "w", "perceptual_loss", "mse", "initial_loss", "final_loss", "initial_mse",
@@ -35,8 +41,11 @@ _SHARD_FIELDS = ("latents", "w", "perceptual_loss", "mse", "initial_loss", "fina
 
 @dataclass(frozen=True)
 class PhotoInput:
+    """root: the input folder `path` must be a plain file inside (default: the file's own folder)."""
+
     photo_id: str
     path: str
+    root: str | None = None
 
 
 @dataclass(frozen=True)
@@ -82,21 +91,28 @@ def run_key(*, generator_sha256: str, perceptual_sha256: str | None, settings: M
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def load_photo(path: str | os.PathLike, *, resolution: int) -> np.ndarray:
+def load_photo(path: str | os.PathLike, *, resolution: int, root: str | os.PathLike | None = None) -> np.ndarray:
     """Decode an image file to (3, resolution, resolution) float32 in [-1, 1].
 
     RGB conversion (alpha dropped, greyscale expanded); Lanczos resize when the size differs
     (aligned photos are 512x512 while a demo generator may be 32x32). Raises ValueError with
-    the reason when the file is not a readable image.
+    the reason when the file is not a readable image, or not one plain file inside `root`
+    (default: its own folder; see embedding.fileio.open_regular_file).
     """
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
-            im.load()
-            rgb = im.convert("RGB")
+        fh = open_regular_file(path, root=root)
+    except UnsafeFileError as exc:
+        raise ValueError(str(exc)) from None
     except FileNotFoundError:
         raise ValueError("file not found") from None
+    except OSError as exc:
+        raise ValueError(f"cannot read file: {exc.strerror or exc}") from None
+    try:
+        with fh, Image.open(fh) as im:
+            im.load()
+            rgb = im.convert("RGB")
     except UnidentifiedImageError:
         raise ValueError("not a readable image (unknown or corrupt format)") from None
     except (OSError, SyntaxError, Image.DecompressionBombError) as exc:
@@ -192,7 +208,7 @@ def project_photos(
     hashes: dict[str, str] = {}
     for p in photos:
         try:
-            hashes[p.photo_id] = sha256_file(p.path)
+            hashes[p.photo_id] = sha256_regular_file(p.path, root=p.root)
         except OSError as exc:
             run.failures.append(PhotoFailure(p.photo_id, p.path, f"cannot read file: {exc.strerror or exc}"))
     done = _read_shards(shard_dir, key, warn)
@@ -217,7 +233,7 @@ def project_photos(
         images, good = [], []
         for h, p in chunk:
             try:
-                images.append(load_photo(p.path, resolution=G.img_resolution))
+                images.append(load_photo(p.path, resolution=G.img_resolution, root=p.root))
                 good.append(h)
             except ValueError as exc:
                 failed_hashes.add(h)

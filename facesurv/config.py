@@ -333,10 +333,14 @@ class ServingParams:
     port: int
     max_upload_bytes: int
     max_upload_pixels: int
+    max_body_bytes: int
     rate_limit_per_minute: int
     upload_retention_s: float
     ledger_url: str | None
     ledger_schema: str
+    anchor_key: str | None
+    anchor_file: str | None
+    anchor_every: int
     max_batch: int
     photo_scoring: bool
 
@@ -344,6 +348,7 @@ class ServingParams:
         _check(0 < self.port < 65536, "serving.port", "must be a TCP port")
         _check(self.max_upload_bytes > 0, "serving.max_upload_bytes", "must be > 0")
         _check(self.max_upload_pixels > 0, "serving.max_upload_pixels", "must be > 0")
+        _check(self.max_body_bytes >= 256, "serving.max_body_bytes", "must be >= 256 (a score request is ~50 bytes)")
         _check(self.rate_limit_per_minute > 0, "serving.rate_limit_per_minute", "must be > 0")
         _check(self.upload_retention_s >= 0, "serving.upload_retention_s", "must be >= 0 (0: uploads are never kept)")
         _check(self.ledger_url is None or self.ledger_url.startswith(("postgresql://", "postgres://", "sqlite:")),
@@ -351,6 +356,7 @@ class ServingParams:
         _check(self.ledger_schema.replace("_", "").isalnum() and self.ledger_schema.islower(),
                "serving.ledger_schema", "must be lower-case letters, digits and '_'")
         _check(self.max_batch >= 1, "serving.max_batch", "must be >= 1")
+        _check(self.anchor_every >= 0, "serving.anchor_every", "must be >= 0 (0: anchor only at shutdown and with `facesurv audit anchor`)")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -105,7 +105,12 @@ def snake(name: str) -> str:
 
 
 def covariate_columns(base: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(numeric, categorical) covariate names of an imported cohort, beyond age/sex/cancer_type."""
+    """(numeric, categorical) covariate names of an imported cohort, beyond age/sex/cancer_type.
+
+    Each has one rule (range, whole number, levels) in facesurv.clinical_rules.BASE_RULES, which
+    the clinical contract and the photo endpoint share; tests/foundation/test_clinical_rules.py
+    keeps the two lists in step.
+    """
     spec = _spec(base)
     numeric = tuple(snake(c) for c in spec.numeric)
     if base == "flchain":

@@ -112,7 +112,7 @@ def init_data_repo(root: Path | str, *, remote_url: str, endpoint_url: str | Non
     missing = [f"/{name}" for name in _GITIGNORE_EXTRA if f"/{name}" not in lines]
     if missing:
         ignore.write_text("\n".join([*lines, *missing]) + "\n", encoding="utf-8")
-    wanted = json.dumps({"url": remote_url, "endpointurl": endpoint_url}, sort_keys=True)
+    wanted = json.dumps({"url": remote_url, "endpointurl": endpoint_url, "cache": "reflink,copy"}, sort_keys=True)
     marker = root / ".dvc" / "tmp" / "facesurv-remote.json"  # .dvc/tmp is DVC's own ignored scratch dir
     if marker.is_file() and marker.read_text(encoding="utf-8") == wanted and data_revision(root):
         return root  # already set up this way: skip importing and opening DVC (about 2 s)
@@ -127,6 +127,9 @@ def init_data_repo(root: Path | str, *, remote_url: str, endpoint_url: str | Non
         conf["core"]["remote"] = REMOTE_NAME
         conf["core"]["analytics"] = False
         conf["core"]["autostage"] = True   # DVC stages its own pointer files; we commit them
+        # Photos in data/ must stay plain files: readers refuse links (docs/security.md), so a
+        # user-level cache.type of hardlink or symlink would quarantine every photo.
+        conf["cache"]["type"] = "reflink,copy"
     _commit(root, [".gitignore", ".dvcignore", ".dvc/config", ".dvc/.gitignore"], "facesurv: data repository")
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(wanted, encoding="utf-8")

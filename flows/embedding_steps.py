@@ -18,10 +18,12 @@ import dataclasses
 import functools
 import hashlib
 import json
+import logging
+import os
 from pathlib import Path
 from typing import Any
 
-from embedding.fileio import sha256_file
+from embedding.fileio import sha256_regular_file
 from facesurv.atomic import atomic_path
 from facesurv.config import GeneratorParams, Params
 from facesurv.errors import ConfigError, DataError
@@ -31,6 +33,24 @@ from flows.faults import checkpoint
 from flows.steps import Layout
 
 PREALIGNED_VERSION = "prealigned"
+log = logging.getLogger(__name__)
+
+
+def _photo_entries(folder: Path) -> list[Path]:
+    """Every visible non-folder entry of a data-repository photo folder, links included: the
+    readers below open only plain files inside the folder and report the others."""
+    if not folder.is_dir():
+        return []
+    return sorted(folder / e.name for e in os.scandir(folder)
+                  if not e.name.startswith(".") and not e.is_dir(follow_symlinks=False))
+
+
+def _content_hash(path: Path, folder: Path) -> str | None:
+    """sha256 of a plain file inside `folder`; None for anything else (a link, a FIFO, ...)."""
+    try:
+        return sha256_regular_file(path, root=folder)
+    except OSError:
+        return None
 
 
 # --- alignment ----------------------------------------------------------------------------------
@@ -47,10 +67,18 @@ def _row_sha(path: Path) -> str | None:
 
 
 def pending_alignment(ws: Workspace, params: Params) -> list[Path]:
-    """Photos in the data repository whose current content has no alignment row (by name)."""
+    """Photos in the data repository whose current content has no alignment row (by name).
+
+    An entry that is not a plain file (a link, a FIFO, ...) is always pending: `align_one`
+    quarantines it with the reason, unread, on every run until it is replaced.
+    """
     d = ws.data_dir / "photos"
-    photos = sorted(p for p in d.iterdir() if p.is_file()) if d.is_dir() else []
-    return [p for p in photos if _row_sha(_row_path(ws, p.stem)) != sha256_file(p)]
+    pending = []
+    for p in _photo_entries(d):
+        digest = _content_hash(p, d)
+        if digest is None or _row_sha(_row_path(ws, p.stem)) != digest:
+            pending.append(p)
+    return pending
 
 
 @functools.lru_cache(maxsize=1)
@@ -69,9 +97,11 @@ def align_one(ws: Workspace, params: Params, source: Path) -> dict[str, Any]:
     process_one = require("alignment", "process_one", module="embedding.align.batch")
     out_dir = Layout(ws).aligned
     out_dir.mkdir(parents=True, exist_ok=True)
-    row = dict(process_one(Path(source), Path(source).stem, out_dir, aligner(params)))
+    source = Path(source)
+    row = dict(process_one(source, source.stem, out_dir, aligner(params), root=source.parent))
     checkpoint("align:photo-written")
-    row["source_sha256"] = row.get("source_sha256") or sha256_file(source)
+    # a quarantined source has no hash when it was never read ("" keeps it pending)
+    row["source_sha256"] = row.get("source_sha256") or _content_hash(source, source.parent) or ""
     with atomic_path(_row_path(ws, Path(source).stem)) as tmp:
         tmp.write_text(json.dumps(row, default=str), encoding="utf-8")
     return row
@@ -106,9 +136,13 @@ def projection_inputs(ws: Workspace) -> list[dict[str, Any]]:
             items.append({"photo_id": str(row["photo_id"]), "path": str(Layout(ws).aligned / f"{row['photo_id']}.png"),
                           "photo_sha256": row["source_sha256"]})
     pre = ws.data_dir / "prealigned"
-    for p in sorted(pre.iterdir()) if pre.is_dir() else []:
-        if p.is_file():
-            items.append({"photo_id": p.stem, "path": str(p), "photo_sha256": sha256_file(p)})
+    for p in _photo_entries(pre):
+        digest = _content_hash(p, pre)
+        if digest is None:  # never read: projecting it would follow the link
+            log.warning("%s: not a plain file inside %s (a link, a FIFO, ...); skipped, not projected: "
+                        "replace it with the file itself", p, pre)
+            continue
+        items.append({"photo_id": p.stem, "path": str(p), "photo_sha256": digest})
     return items
 
 
@@ -272,8 +306,10 @@ def join_latent_rows(ws: Workspace, params: Params, valid_clinical: list[Path], 
     if not valid_latents:
         return pd.DataFrame()
     latents = pd.concat([pd.read_parquet(p) for p in valid_latents], ignore_index=True)
-    rows, _unmatched = join_latents(latents, read_valid_clinical(valid_clinical), manifest=read_manifest(ws),
-                                    aligner_version=PREALIGNED_VERSION)
+    newest_first = require("contracts", "newest_first")
+    # a correction (a later record_known_at) must be the clinical row a latent is joined through
+    rows, _unmatched = join_latents(latents, newest_first(read_valid_clinical(valid_clinical)),
+                                    manifest=read_manifest(ws), aligner_version=PREALIGNED_VERSION)
     return rows
 
 

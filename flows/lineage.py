@@ -6,7 +6,11 @@ them without importing flows:
     flow_runs/<flow_run_id>.json     one per run (written at start as "running", rewritten at the end)
     latest-<flow-name>.json          the last *completed* run of that flow
 
-Fields: flow, flow_run_id, started_at, finished_at, status (running|completed|failed),
+A run killed mid-way (SIGKILL, power loss) cannot write its end; the next run of any flow in
+the workspace marks it "crashed" once its process (host, pid and the pid's start time, so a
+reused pid is not mistaken for it) is gone. Runs started on another host are left as they are.
+
+Fields: flow, flow_run_id, started_at, finished_at, status (running|completed|failed|crashed),
 error, data_rev (git commit of <workspace>/data, or null), data_md5 ({out: dvc md5}),
 code_version (git sha of the code checkout, "+dirty" when it has local changes, or
 "unknown"), params_hash, outputs (what the run produced).
@@ -17,6 +21,8 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import os
+import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -61,6 +67,57 @@ class RunRecord:
     data_rev: str | None = None
     data_md5: dict[str, str] = field(default_factory=dict)
     outputs: dict[str, Any] = field(default_factory=dict)
+    process: dict[str, Any] = field(default_factory=lambda: this_process())
+
+
+def _start_ticks(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux /proc), None where unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    # the command name (field 2) may hold spaces and parentheses: split after its last ')'
+    fields = stat.rsplit(")", 1)[-1].split()
+    return fields[19] if len(fields) > 19 else None
+
+
+def this_process() -> dict[str, Any]:
+    return {"host": socket.gethostname(), "pid": os.getpid(), "start": _start_ticks(os.getpid())}
+
+
+def process_alive(proc: dict[str, Any]) -> bool:
+    """Whether the process a record names still runs (on this host; other hosts count as alive)."""
+    if not proc or proc.get("host") != socket.gethostname() or not isinstance(proc.get("pid"), int):
+        return True
+    pid = proc["pid"]
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, another user's
+    start = _start_ticks(pid)
+    return proc.get("start") is None or start is None or start == proc["start"]
+
+
+def mark_crashed_runs(artifacts_dir: Path, *, found_by: str) -> list[str]:
+    """Mark 'running' records whose process is gone as 'crashed'; returns their flow_run_ids."""
+    marked = []
+    for path in sorted((lineage_dir(artifacts_dir) / "flow_runs").glob("*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # an unreadable record is not ours to rewrite
+        if not isinstance(data, dict) or data.get("status") != "running" or process_alive(data.get("process") or {}):
+            continue
+        proc = data.get("process") or {}
+        data.update(status="crashed", finished_at=now(),
+                    error=f"process {proc.get('pid')} on {proc.get('host')} ended without recording an end "
+                          f"(killed?); marked by run {found_by}")
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(data, indent=1, sort_keys=True, default=str), encoding="utf-8")
+        marked.append(str(data.get("flow_run_id", path.stem)))
+    return marked
 
 
 def lineage_dir(artifacts_dir: Path) -> Path:
@@ -94,6 +151,7 @@ def run_context(ws: Any, params: Any, flow: str) -> Iterator[RunRecord]:
     """Record a flow run: 'running' at start, then 'completed' or 'failed' (with the error)."""
     record = RunRecord(flow=flow, flow_run_id=current_flow_run_id(), params_hash=params.params_hash,
                        code_version=code_version())
+    mark_crashed_runs(ws.artifacts_dir, found_by=record.flow_run_id)
     write_record(ws.artifacts_dir, record)
     try:
         yield record

@@ -65,5 +65,6 @@ def train_and_promote(workspace: str) -> dict[str, Any]:
         metrics = write_metrics(ws, trained)
         decision = promote(ws, params)
         record.outputs.update({"training_set": str(frame), "metrics": metrics["models"],
-                               "model_versions": metrics["model_versions"], "promotion": decision})
+                               "model_versions": metrics["model_versions"],
+                               "model_artifacts_sha256": metrics["model_artifacts_sha256"], "promotion": decision})
         return {"flow_run_id": record.flow_run_id, "data_rev": record.data_rev, **record.outputs}

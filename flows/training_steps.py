@@ -100,8 +100,10 @@ def write_metrics(ws: Workspace, result: Any) -> dict[str, Any]:
     keep = [c for c in ("c_index", "c_index_lo", "c_index_hi", "uno_c", "ibs") if c in table.columns]
     metrics = {str(r["model"]): {k: (None if r[k] != r[k] else float(r[k])) for k in keep}
                for r in table.to_dict("records")}
+    # the sha256 of each registered version's artifact manifest: what every later load is checked against
     summary = {"models": metrics, "parent_run_id": result.parent_run_id,
-               "model_versions": dict(result.model_versions), "served_model_uri": result.served_model_uri}
+               "model_versions": dict(result.model_versions), "served_model_uri": result.served_model_uri,
+               "model_artifacts_sha256": dict(result.artifact_digests)}
     with atomic_path(training_dir(ws) / "metrics.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=1, sort_keys=True))
     return summary

@@ -1,7 +1,9 @@
 """The HTTP API: FastAPI app factory. Everything it needs is built by the caller and passed in.
 
-Routes: POST /v1/scores, POST /v1/scores/photo, GET /v1/scores/{score_id}, GET /healthz,
-GET /readyz, GET /openapi.json and the web page under /ui/. Every error is a JSON body
+Routes: POST /v1/scores, POST /v1/scores/photo, GET /v1/scores/{score_id}, GET /v1/status,
+GET /healthz, GET /readyz, GET /openapi.json and the web page under /ui/. Every /v1/ request
+passes the gate first (token, rate limit, body size) and then its scope check: `score` to
+score, `read` to read any score or the status. Every error is a JSON body
 {"error": {"status", "message"}} with a reason a client can act on; unexpected failures
 answer 500 with a request id and the traceback stays in the server log.
 """
@@ -25,11 +27,12 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
+from facesurv.clinical_rules import PATIENT_ID_PATTERN, check_clinical_fields, is_valid_id
 from facesurv.config import ServingParams
 from facesurv.errors import DataError, NotAvailableError
 from serving.auth import Principal, TokenStore
 from serving.batching import MicroBatcher
-from serving.ledger import Ledger
+from serving.ledger import Ledger, TamperedRecord
 from serving.privacy import pseudonym, purge_uploads
 from serving.ratelimit import RateLimiter
 from serving.scoring import PhotoRejected, Scorer, UnknownPatient, response_from_record
@@ -39,9 +42,10 @@ log = logging.getLogger("facesurv.serving")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 PHOTO_TYPES = {"image/jpeg": "JPEG", "image/png": "PNG"}
 _SCORE_ID = re.compile(r"^[0-9a-f]{32}$")
-_PATIENT_ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+_PATIENT_ID = PATIENT_ID_PATTERN
 # clinical form fields: names the champion may ask for; values are short scalars
 _FIELD_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_MULTIPART_SLACK = 64_000  # part headers and the clinical fields around the photo
 _SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"no-referrer"),
@@ -125,18 +129,86 @@ class _SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+class _TooLarge(HTTPException):
+    """Raised from the body stream itself, so FastAPI and Starlette's parsers pass it on as a 413."""
+
+
+class _Gate:
+    """Plain ASGI middleware in front of every /v1/ route: the token, the rate limit and the
+    body's size are checked before a byte of the body is read or parsed.
+
+    A declared Content-Length over the cap is refused at once; a body sent without one (chunked)
+    is counted as it streams and cut at the cap.
+    """
+
+    def __init__(self, app: Any, *, tokens: TokenStore, limiter: RateLimiter, rate_per_minute: int,
+                 max_body: int, max_upload: int) -> None:
+        self.app = app
+        self.tokens, self.limiter, self.rate = tokens, limiter, rate_per_minute
+        self.max_body, self.max_upload = max_body, max_upload
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        who = self._who(headers.get("authorization", ""))
+        if isinstance(who, JSONResponse):
+            await who(scope, receive, send)
+            return
+        cap = self.max_upload + _MULTIPART_SLACK if scope["path"] == "/v1/scores/photo" else self.max_body
+        declared = headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > cap):
+            await _error(413 if declared.isdigit() else 400,
+                         f"request body of {declared} bytes exceeds the limit of {cap} bytes" if declared.isdigit()
+                         else "Content-Length must be a whole number of bytes")(scope, receive, send)
+            return
+        scope.setdefault("state", {})["principal"] = who
+        seen = 0
+
+        async def counted() -> dict:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > cap:
+                    raise _TooLarge(413, f"request body exceeds the limit of {cap} bytes")
+            return message
+
+        await self.app(scope, counted, send)
+
+    def _who(self, authorization: str) -> Principal | JSONResponse:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return _error(401, "missing bearer token: send 'Authorization: Bearer <token>'",
+                          headers={"WWW-Authenticate": "Bearer"})
+        who = self.tokens.authenticate(token.strip())
+        if who is None:
+            return _error(401, "unknown or revoked API token", headers={"WWW-Authenticate": "Bearer"})
+        wait = self.limiter.acquire(who.name)
+        if wait > 0:
+            return _error(429, f"rate limit of {self.rate} requests per minute for this token exceeded; "
+                               f"retry in {wait:.1f} s", headers={"Retry-After": str(max(1, round(wait)))})
+        return who
+
+
 _ERRORS = {401: {"model": ErrorResponse, "description": "Missing or unknown bearer token"},
+           403: {"model": ErrorResponse, "description": "The token's scope does not allow this"},
+           413: {"model": ErrorResponse, "description": "Request body over the limit"},
            422: {"model": ErrorResponse, "description": "Invalid input (the message names it)"},
            429: {"model": ErrorResponse, "description": "Rate limit for this token exceeded"}}
 
 
 def create_app(*, scorer: Scorer, ledger: Ledger, tokens: TokenStore, settings: ServingParams,
-               pseudonym_key: bytes, upload_dir: Path | None = None, max_batch: int = 64) -> FastAPI:
+               pseudonym_key: bytes, upload_dir: Path | None = None, max_batch: int = 64,
+               clinical_base: str | None = None, age_range: tuple[float, float] | None = None) -> FastAPI:
     """The API over a loaded scorer and an open ledger.
 
-    tokens: who may call; settings: limits (upload bytes/pixels, rate per token, upload
-    retention); pseudonym_key: keys the patient-id hash written to logs; upload_dir: where
-    uploads are kept for settings.upload_retention_s seconds (0: never written).
+    tokens: who may call; settings: limits (upload bytes/pixels, body bytes, rate per token,
+    upload retention); pseudonym_key: keys the patient-id hash written to logs; upload_dir: where
+    uploads are kept for settings.upload_retention_s seconds (0: never written); clinical_base
+    and age_range: the clinical contract's rules a photo request's fields must pass (the served
+    model's base cohort, params.contracts' age range).
     """
     limiter = RateLimiter(settings.rate_limit_per_minute)
     def _record(results: list[Any]) -> list[Any]:
@@ -162,7 +234,9 @@ def create_app(*, scorer: Scorer, ledger: Ledger, tokens: TokenStore, settings: 
                     "every score is written to a hash-chained lineage ledger before it is returned.",
         lifespan=lifespan, docs_url=None, redoc_url=None,  # the bundled docs pages load from a CDN
     )
-    app.add_middleware(_SecurityHeaders)
+    app.add_middleware(_Gate, tokens=tokens, limiter=limiter, rate_per_minute=settings.rate_limit_per_minute,
+                       max_body=settings.max_body_bytes, max_upload=settings.max_upload_bytes)
+    app.add_middleware(_SecurityHeaders)  # added last = outermost: error answers from the gate get headers too
 
     @app.exception_handler(HTTPException)
     async def _http_error(_request: Request, exc: HTTPException) -> JSONResponse:
@@ -182,21 +256,21 @@ def create_app(*, scorer: Scorer, ledger: Ledger, tokens: TokenStore, settings: 
         log.error("request %s %s failed (request id %s)", request.method, request.url.path, rid, exc_info=exc)
         return _error(500, f"internal error (request id {rid}); the server log has the details")
 
-    async def principal(request: Request) -> Principal:
-        auth = request.headers.get("authorization", "")
-        scheme, _, token = auth.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise HTTPException(401, "missing bearer token: send 'Authorization: Bearer <token>'",
-                                headers={"WWW-Authenticate": "Bearer"})
-        who = tokens.authenticate(token.strip())
-        if who is None:
-            raise HTTPException(401, "unknown or revoked API token", headers={"WWW-Authenticate": "Bearer"})
-        wait = limiter.acquire(who.name)
-        if wait > 0:
-            raise HTTPException(429, f"rate limit of {settings.rate_limit_per_minute} requests per minute "
-                                     f"for this token exceeded; retry in {wait:.1f} s",
-                                headers={"Retry-After": str(max(1, round(wait)))})
-        return who
+    def allowed(scope: str | None):
+        """A dependency: the caller the gate authenticated, refused with 403 without `scope` (None:
+        any scope; the route decides)."""
+        async def check(request: Request) -> Principal:
+            who = getattr(request.state, "principal", None)
+            if not isinstance(who, Principal):  # only routes under /v1/ pass the gate
+                raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+            if scope is not None and not who.may(scope):
+                raise HTTPException(403, f"token {who.name!r} lacks the {scope!r} scope; "
+                                         f"create one with `facesurv serve token NAME --scope {scope}`")
+            return who
+        return check
+
+    def own_or_read(who: Principal, record: dict[str, Any]) -> bool:
+        return who.may("read") or (who.may("score") and record.get("requested_by") == who.name)
 
     def _log_score(record: dict[str, Any], who: Principal, started: float) -> None:
         if log.isEnabledFor(logging.INFO):
@@ -207,7 +281,7 @@ def create_app(*, scorer: Scorer, ledger: Ledger, tokens: TokenStore, settings: 
 
     @app.post("/v1/scores", response_model=ScoreResponse, tags=["scores"],
               responses={**_ERRORS, 404: {"model": ErrorResponse, "description": "Patient not in the online store"}})
-    async def score_patient(body: ScoreRequest, who: Principal = Depends(principal)) -> dict[str, Any]:
+    async def score_patient(body: ScoreRequest, who: Principal = Depends(allowed("score"))) -> dict[str, Any]:
         """Score a patient from the online feature store with the champion model."""
         started = time.perf_counter()
         try:
@@ -231,7 +305,7 @@ def create_app(*, scorer: Scorer, ledger: Ledger, tokens: TokenStore, settings: 
                                  "patient_id": {"type": "string", "pattern": _PATIENT_ID}},
                   "additionalProperties": {"type": "string",
                                            "description": "clinical fields the champion model uses"}}}}}})
-    async def score_photo(request: Request, who: Principal = Depends(principal)) -> dict[str, Any]:
+    async def score_photo(request: Request, who: Principal = Depends(allowed("score"))) -> dict[str, Any]:
         """Align and project a new portrait photo, then score it with the given clinical fields."""
         started = time.perf_counter()
         ctype = request.headers.get("content-type", "")
@@ -241,7 +315,7 @@ def create_app(*, scorer: Scorer, ledger: Ledger, tokens: TokenStore, settings: 
         if declared is None or not declared.isdigit():
             # without a length the multipart parser would spool an unbounded body to disk first
             raise HTTPException(411, "send the upload with a Content-Length header (no chunked uploads)")
-        if int(declared) > settings.max_upload_bytes + 64_000:
+        if int(declared) > settings.max_upload_bytes + _MULTIPART_SLACK:
             raise HTTPException(413, f"upload of {int(declared)} bytes exceeds the limit of "
                                      f"{settings.max_upload_bytes} bytes")
         try:
@@ -266,9 +340,16 @@ def create_app(*, scorer: Scorer, ledger: Ledger, tokens: TokenStore, settings: 
             raise HTTPException(422, "photo: the file is empty")
         _check_image(data, PHOTO_TYPES[photo.content_type], settings.max_upload_pixels)
         patient_id = form.get("patient_id")
-        if not isinstance(patient_id, str) or not re.match(_PATIENT_ID, patient_id):
+        if not isinstance(patient_id, str) or not is_valid_id(patient_id):
             raise HTTPException(422, "patient_id: required; letters, digits and . _ : - (at most 128)")
-        clinical = _clinical_fields(form)
+        fields = _clinical_fields(form)
+        if scorer.embed_photo is None:
+            raise HTTPException(503, "photo scoring is not available on this server (no generator/aligner loaded)")
+        try:
+            clinical = check_clinical_fields(fields, base=clinical_base,
+                                             columns=scorer.model.input_columns, age_range=age_range)
+        except DataError as exc:
+            raise HTTPException(422, str(exc)) from None
         try:
             record = await asyncio.to_thread(scorer.score_photo, data, clinical, patient_id=patient_id,
                                              requested_by=who.name)
@@ -286,13 +367,21 @@ def create_app(*, scorer: Scorer, ledger: Ledger, tokens: TokenStore, settings: 
         return response_from_record(record)
 
     @app.get("/v1/scores/{score_id}", response_model=ScoreWithLineage, tags=["scores"],
-             responses={**_ERRORS, 404: {"model": ErrorResponse, "description": "No such score"}})
-    async def get_score(score_id: str, _who: Principal = Depends(principal)) -> dict[str, Any]:
-        """A score with its full lineage record and its place in the ledger's hash chain."""
+             responses={**_ERRORS, 404: {"model": ErrorResponse, "description": "No such score"},
+                        500: {"model": ErrorResponse, "description": "The record failed verification"}})
+    async def get_score(score_id: str, who: Principal = Depends(allowed(None))) -> dict[str, Any]:
+        """A score with its full lineage record and its place in the ledger's hash chain (a `read`
+        token: any score; a `score` token: the scores it made)."""
         if not _SCORE_ID.match(score_id):
             raise HTTPException(422, "score_id must be the 32 lower-case hex characters a score response returned")
-        entry = await asyncio.to_thread(ledger.get, score_id)
-        if entry is None:
+        try:
+            entry = await asyncio.to_thread(ledger.get, score_id)
+        except TamperedRecord as exc:
+            log.error("GET /v1/scores/%s: %s", score_id, exc)
+            raise HTTPException(500, f"score {score_id}: the ledger record failed verification; "
+                                     "an operator should run `facesurv audit verify`") from None
+        if entry is None or not own_or_read(who, entry.record):
+            # the same answer for another client's score: ids of others' scores are not confirmed
             raise HTTPException(404, f"no score {score_id} in the ledger")
         return {"score": response_from_record(entry.record), "lineage": entry.record,
                 "ledger": {"seq": entry.seq, "hash": entry.hash, "prev_hash": entry.prev_hash}}
@@ -302,22 +391,33 @@ def create_app(*, scorer: Scorer, ledger: Ledger, tokens: TokenStore, settings: 
         """Liveness: the process answers."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"])
-    async def readyz() -> JSONResponse:
-        """Readiness: champion loaded, ledger reachable, feature store configured."""
-        problems = []
+    async def problems() -> list[str]:
+        found = []
         try:
             await asyncio.to_thread(ledger.count)
         except Exception as exc:  # noqa: BLE001 - reported, not raised
             log.warning("readiness: ledger unreachable: %s", exc)
-            problems.append("ledger unreachable")
+            found.append("ledger unreachable")
         if scorer.read_features is None:
-            problems.append("no online feature store (id-based scoring unavailable)")
+            found.append("no online feature store (id-based scoring unavailable)")
+        return found
+
+    @app.get("/readyz", tags=["health"])
+    async def readyz() -> JSONResponse:
+        """Readiness for a load balancer: champion loaded, ledger reachable, feature store configured.
+        No token needed, so it names no model, run or counter (GET /v1/status does, with a token)."""
+        found = await problems()
+        return JSONResponse({"status": "ready" if not found else "not ready", "problems": found},
+                            status_code=200 if not found else 503)
+
+    @app.get("/v1/status", tags=["health"], responses=_ERRORS)
+    async def status(_who: Principal = Depends(allowed("read"))) -> dict[str, Any]:
+        """What serves: the champion's name, version, alias and run, photo scoring, batching counters."""
         m = scorer.model
-        body = {"status": "ready" if not problems else "not ready", "problems": problems,
+        found = await problems()
+        return {"status": "ready" if not found else "not ready", "problems": found,
                 "model": {"name": m.name, "version": m.version, "alias": m.alias, "run_id": m.run_id},
                 "photo_scoring": scorer.embed_photo is not None, "batching": dict(batcher.stats)}
-        return JSONResponse(body, status_code=200 if not problems else 503)
 
     @app.get("/", include_in_schema=False)
     async def index() -> RedirectResponse:
@@ -344,8 +444,9 @@ def _check_image(data: bytes, expected_format: str, max_pixels: int) -> None:
         raise HTTPException(413, f"photo has {w}x{h} = {w * h} pixels; the limit is {max_pixels}")
 
 
-def _clinical_fields(form: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+def _clinical_fields(form: Any) -> dict[str, str]:
+    """The form's clinical fields as sent (text), each name once."""
+    out: dict[str, str] = {}
     for key, value in form.multi_items():
         if key in ("photo", "patient_id"):
             continue
@@ -353,10 +454,7 @@ def _clinical_fields(form: Any) -> dict[str, Any]:
             raise HTTPException(422, f"field {key[:64]!r}: clinical fields are lower_snake_case text fields")
         if key in out:
             raise HTTPException(422, f"field {key!r} given twice")
-        try:
-            out[key] = float(value)
-        except ValueError:
-            out[key] = value
+        out[key] = value  # parsed and checked by the clinical contract's rules
     return out
 
 

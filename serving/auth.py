@@ -15,19 +15,31 @@ import hmac
 import json
 import os
 import secrets
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from facesurv.errors import ConfigError
 
 TOKEN_ENV = "FACESURV_API_TOKENS"
 MIN_TOKEN_CHARS = 16
+SCOPES = ("score", "read")
+# A token made before scopes existed keeps what it could do then: score and read any score.
+LEGACY_SCOPES = frozenset(SCOPES)
 
 
 @dataclasses.dataclass(frozen=True)
 class Principal:
-    """Who called: the token's name (never the token)."""
+    """Who called: the token's name (never the token) and what it may do.
+
+    score: POST scores (and read back the scores it made); read: GET any score and /v1/status.
+    """
 
     name: str
+    scopes: frozenset[str] = LEGACY_SCOPES
+
+    def may(self, scope: str) -> bool:
+        return scope in self.scopes
 
 
 def hash_token(token: str) -> str:
@@ -38,68 +50,125 @@ def new_token() -> str:
     return "fsv_" + secrets.token_urlsafe(32)
 
 
+def check_scopes(scopes: Iterable[str]) -> frozenset[str]:
+    given = frozenset(scopes)
+    unknown = sorted(given - set(SCOPES))
+    if unknown or not given:
+        raise ConfigError(f"token scope {', '.join(unknown) or '(none)'} is not known; "
+                          f"give one or more of {', '.join(SCOPES)} (--scope score --scope read)")
+    return given
+
+
 class TokenStore:
-    """digest -> name. `authenticate` compares digests in constant time."""
+    """digest -> Principal. `authenticate` compares digests in constant time."""
 
     def __init__(self, digests: dict[str, str] | None = None) -> None:
-        self._digests = dict(digests or {})
+        self._who = {d: Principal(n) for d, n in (digests or {}).items()}
 
     def __len__(self) -> int:
-        return len(self._digests)
+        return len(self._who)
 
     def names(self) -> list[str]:
-        return sorted(self._digests.values())
+        return sorted(p.name for p in self._who.values())
 
-    def add(self, token: str, name: str) -> None:
+    def add(self, token: str, name: str, scopes: Iterable[str] = SCOPES) -> None:
         if len(token) < MIN_TOKEN_CHARS:
             raise ConfigError(f"API token {name!r} is shorter than {MIN_TOKEN_CHARS} characters; "
                               "use `facesurv serve token NAME` to make a random one")
-        self._digests[hash_token(token)] = name
+        self._who[hash_token(token)] = Principal(name, check_scopes(scopes))
 
     def authenticate(self, token: str) -> Principal | None:
         digest = hash_token(token)
-        for known, name in self._digests.items():
+        found = None
+        for known, who in self._who.items():  # no early exit: the time does not depend on which token
             if hmac.compare_digest(known, digest):
-                return Principal(name)
-        return None
+                found = who
+        return found
 
     @classmethod
     def load(cls, *, file: Path | None = None, env: str | None = None) -> TokenStore:
-        """Tokens from a tokens file (digests) and an env-var value (plaintext, comma-separated)."""
-        store = cls(read_token_file(file) if file is not None else {})
+        """Tokens from a tokens file (digests) and an env-var value (plaintext, comma-separated;
+        local use, every scope)."""
+        store = cls()
+        for entry in (read_token_entries(file) if file is not None else []):
+            if not entry.get("revoked_at"):
+                store._who[entry["sha256"]] = Principal(entry["name"], _entry_scopes(entry))
         for i, token in enumerate(t.strip() for t in (env or "").split(",")):
             if token:
                 store.add(token, f"env-{i + 1}")
         return store
 
 
-def read_token_file(path: Path) -> dict[str, str]:
+def _entry_scopes(entry: dict[str, Any]) -> frozenset[str]:
+    return check_scopes(entry["scopes"]) if "scopes" in entry else LEGACY_SCOPES
+
+
+def read_token_entries(path: Path) -> list[dict[str, Any]]:
+    """The tokens file's entries as written ({name, sha256, created_at, scopes, revoked_at}), [] if absent."""
     path = Path(path)
     if not path.exists():
-        return {}
+        return []
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return {e["sha256"]: e["name"] for e in data["tokens"]}
-    except (ValueError, KeyError, TypeError):
-        raise ConfigError(f"{path}: not a facesurv tokens file (expected {{\"tokens\": [{{name, sha256}}]}}); "
+        entries = [dict(e) for e in data["tokens"]]
+        for e in entries:
+            if not (isinstance(e["name"], str) and isinstance(e["sha256"], str)):
+                raise TypeError
+            _entry_scopes(e)
+        return entries
+    except (ValueError, KeyError, TypeError, ConfigError):
+        raise ConfigError(f"{path}: not a facesurv tokens file (expected {{\"tokens\": [{{name, sha256, scopes}}]}}); "
                           "delete it and add tokens again with `facesurv serve token NAME`") from None
 
 
-def add_token_to_file(path: Path, name: str) -> str:
-    """Create a token, store its digest under `name` (0600 file), return the plaintext once."""
+def read_token_file(path: Path) -> dict[str, str]:
+    """digest -> name of the tokens that are not revoked."""
+    return {e["sha256"]: e["name"] for e in read_token_entries(path) if not e.get("revoked_at")}
+
+
+def _write_entries(path: Path, entries: list[dict[str, Any]]) -> None:
     from facesurv.atomic import atomic_path
 
-    if not name or not name.replace("-", "").replace("_", "").isalnum():
-        raise ConfigError(f"token name {name!r} must be letters, digits, '-' and '_'")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    entries = [{"name": n, "sha256": d} for d, n in read_token_file(path).items()]
-    if any(e["name"] == name for e in entries):
-        raise ConfigError(f"{path}: a token named {name!r} exists; pick another name")
-    token = new_token()
-    entries.append({"name": name, "sha256": hash_token(token),
-                    "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")})
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps({"tokens": entries}, indent=2) + "\n", encoding="utf-8")
         os.chmod(tmp, 0o600)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def add_token_to_file(path: Path, name: str, scopes: Iterable[str] = ("score",)) -> str:
+    """Create a token with `scopes`, store its digest under `name` (0600 file), return the plaintext once.
+
+    Earlier entries are kept as written (their created_at, scopes and revocations included).
+    """
+    if not name or not name.replace("-", "").replace("_", "").isalnum():
+        raise ConfigError(f"token name {name!r} must be letters, digits, '-' and '_'")
+    given = sorted(check_scopes(scopes), key=SCOPES.index)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    entries = read_token_entries(path)
+    if any(e["name"] == name for e in entries):
+        raise ConfigError(f"{path}: a token named {name!r} exists (revoked names stay taken, for the audit "
+                          "trail); pick another name")
+    token = new_token()
+    entries.append({"name": name, "sha256": hash_token(token), "created_at": _now(), "scopes": given})
+    _write_entries(path, entries)
     return token
+
+
+def revoke_token_in_file(path: Path, name: str) -> dict[str, Any]:
+    """Mark the token `name` revoked (kept in the file with revoked_at, so the ledger's
+    requested_by names stay explained); a running server stops accepting it on restart."""
+    path = Path(path)
+    entries = read_token_entries(path)
+    match = [e for e in entries if e["name"] == name]
+    if not match:
+        known = ", ".join(e["name"] for e in entries) or "none"
+        raise ConfigError(f"{path}: no token named {name!r} (tokens: {known})")
+    if match[0].get("revoked_at"):
+        raise ConfigError(f"token {name!r} was already revoked at {match[0]['revoked_at']}")
+    match[0]["revoked_at"] = _now()
+    _write_entries(path, entries)
+    return match[0]

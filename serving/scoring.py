@@ -102,15 +102,24 @@ class ChampionModel:
     run_id: str | None
     uri: str
     input_columns: list[str] | None  # from the model signature, when it has one
+    # sha256 of the artifact manifest the files were verified against (training.integrity)
+    artifacts_sha256: str | None = None
 
     def predict(self, frame: Any) -> Any:
         return self.pyfunc.predict(frame)
 
 
 def load_champion(model_name: str, *, tracking_uri: str, alias: str = "champion") -> ChampionModel:
-    """Load `models:/<model_name>@<alias>` once; sets MLflow's tracking/registry URI (entry points only)."""
+    """Load `models:/<model_name>@<alias>` once; sets MLflow's tracking/registry URI (entry points only).
+
+    The version's files are downloaded and checked against the sha256 manifest recorded in the
+    registry at training time before MLflow loads (and so executes) anything; a changed, missing
+    or extra file, or a version without a manifest, raises ArtifactIntegrityError naming it.
+    """
     import mlflow
     from mlflow.exceptions import MlflowException
+
+    from training.integrity import load_verified_pyfunc
 
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
@@ -120,11 +129,13 @@ def load_champion(model_name: str, *, tracking_uri: str, alias: str = "champion"
     except MlflowException:
         raise NotAvailableError(f"no model {model_name!r} with alias {alias!r} in {tracking_uri}; "
                                 "train and promote one first (`facesurv train`)") from None
-    uri = f"models:/{model_name}@{alias}"
-    pyfunc = mlflow.pyfunc.load_model(uri)
+    # pinned to the version the alias named just now, so what is verified is what is served
+    verified = load_verified_pyfunc(client, name=model_name, version=str(mv.version), tracking_uri=tracking_uri)
+    pyfunc = verified.pyfunc
     schema = pyfunc.metadata.get_input_schema()
     columns = list(schema.input_names()) if schema is not None and schema.has_input_names() else None
-    return ChampionModel(pyfunc, model_name, str(mv.version), alias, mv.run_id, uri, columns)
+    return ChampionModel(pyfunc, model_name, str(mv.version), alias, mv.run_id, f"models:/{model_name}@{alias}",
+                         columns, verified.manifest_sha256)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -239,7 +250,8 @@ class Scorer:
             "requested_by": requested_by,
             "patient_id": patient_id,
             "inputs": inputs,
-            "model": {"name": m.name, "version": m.version, "alias": m.alias, "run_id": m.run_id, "uri": m.uri},
+            "model": {"name": m.name, "version": m.version, "alias": m.alias, "run_id": m.run_id, "uri": m.uri,
+                      "artifacts_sha256": m.artifacts_sha256},
             "result": result,
             "code_version": self.context.code_version,
             "params_hash": self.context.params_hash,

@@ -77,6 +77,7 @@ def build_server(ws: Workspace, params: Params, *, env: dict[str, str] | None = 
 
     read_features: "feast" (the workspace's feature repo) or a FeatureReader to use instead.
     """
+    from serving.anchor import anchor_at_shutdown, anchor_settings
     from serving.app import create_app
     from serving.ledger import open_ledger
     from serving.privacy import PSEUDONYM_KEY_ENV, load_pseudonym_key
@@ -110,10 +111,13 @@ def build_server(ws: Workspace, params: Params, *, env: dict[str, str] | None = 
     scorer = Scorer(model=model, read_features=reader, context=ctx, embed_photo=embed,
                     projection_settings=embed.settings() if embed else None)
     target = ledger_target(ws, params)
-    ledger = open_ledger(target, schema=params.serving.ledger_schema)
+    # signs every record with the ledger key and anchors to a file outside the database
+    ledger = open_ledger(target, schema=params.serving.ledger_schema, anchoring=anchor_settings(ws, params))
     key = load_pseudonym_key(ws.root / "serving" / "pseudonym.key", env=env.get(PSEUDONYM_KEY_ENV))
     app = create_app(scorer=scorer, ledger=ledger, tokens=tokens, settings=params.serving, pseudonym_key=key,
+                     clinical_base=params.cohort.base, age_range=(params.contracts.age_min, params.contracts.age_max),
                      upload_dir=upload_dir(ws), max_batch=params.serving.max_batch)
+    anchor_at_shutdown(app, ledger)
     return Server(app=app, ledger=ledger, ledger_location=ledger.describe(),
                   model=f"{model.name} v{model.version} (@{model.alias}, run {model.run_id})",
                   generated_token=generated, notes=notes)

@@ -50,6 +50,8 @@ class TrainResult:
     health_direction: np.ndarray | None = None
     champion_comparison: dict[str, Any] = field(default_factory=dict)
     figures: dict[str, list[Path]] = field(default_factory=dict)
+    # registered name -> sha256 of the manifest of its logged files (training.integrity)
+    artifact_digests: dict[str, str] = field(default_factory=dict)
 
     @property
     def served_model_uri(self) -> str:
@@ -103,7 +105,8 @@ def _has_base_columns(df: pd.DataFrame, base: str) -> bool:
 
 def _requirements() -> list[str]:
     reqs = []
-    for dist in ("mlflow", "scikit-survival", "pycox", "torchtuples", "torch", "pandas", "numpy", "scikit-learn"):
+    for dist in ("mlflow", "scikit-survival", "pycox", "torchtuples", "torch", "safetensors", "pandas", "numpy",
+                 "scikit-learn"):
         try:
             reqs.append(f"{dist}=={metadata.version(dist)}")
         except metadata.PackageNotFoundError:
@@ -144,44 +147,35 @@ def _figures(name: str, model: SurvivalModel, ev: Evaluation, train_df: pd.DataF
     return figs
 
 
-def _log_model(name: str, model: SurvivalModel, example_df: pd.DataFrame, horizons, workdir: Path):
-    import mlflow
+def _log_model(name: str, model: SurvivalModel, example_df: pd.DataFrame, horizons, workdir: Path,
+               tracking_uri: str) -> tuple[str, dict[str, str]]:
+    """Log the models-from-code pyfunc; (model_uri, manifest of every artifact file)."""
+    from training.pyfunc import log_served_model
 
-    from training.pyfunc import (
-        PrognosisModel,
-        input_example,
-        predict_frame,
-        save_model_pickle,
-        signature_for,
-    )
-
-    pkl = save_model_pickle(model, workdir / f"{name}.pkl")
-    ex = input_example(example_df, model)
-    sig = signature_for(ex, predict_frame(model, example_df.head(2), horizons))
-    info = mlflow.pyfunc.log_model(name=name, python_model=PrognosisModel(horizons), artifacts={"model": str(pkl)},
-                                   signature=sig, pip_requirements=_requirements(),
-                                   metadata={"needs_latent": model.needs_latent, "kind": model.kind,
-                                             "horizons_days": list(horizons)})
-    return info.model_uri
+    return log_served_model(name, model, example_df=example_df, horizons=horizons, workdir=workdir,
+                            pip_requirements=_requirements(), tracking_uri=tracking_uri)
 
 
-def _score_champion(client: Any, name: str, train_df: pd.DataFrame, test_df: pd.DataFrame, params: Any
-                    ) -> dict[str, Any]:
-    """Re-score the current champion on this training's test patients (no bootstrap)."""
-    import mlflow
+def _score_champion(client: Any, name: str, train_df: pd.DataFrame, test_df: pd.DataFrame, params: Any,
+                    tracking_uri: str) -> dict[str, Any]:
+    """Re-score the current champion on this training's test patients (no bootstrap).
 
+    The champion is loaded like a server loads it: its files must match the manifest recorded
+    when it was registered; a refusal is recorded like any other failure to score it.
+    """
+    from training.pyfunc import load_verified
     from training.registry import CHAMPION, alias_version
 
     champ = alias_version(client, name, CHAMPION)
     if champ is None:
         return {}
     try:
-        loaded = mlflow.pyfunc.load_model(f"models:/{name}@{CHAMPION}")
-        model = loaded.unwrap_python_model().model
+        verified = load_verified(client, name, version=str(champ.version), tracking_uri=tracking_uri)
+        model = verified.pyfunc.unwrap_python_model().model
         ev = _evaluate(model, train_df, test_df, params=params, bootstrap=0)
     except Exception as exc:  # noqa: BLE001 - an old champion that cannot read the new data is recorded, not fatal
         return {"version": str(champ.version), "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
-    return {"version": str(champ.version), "metrics": ev.point}
+    return {"version": str(champ.version), "metrics": ev.point, "artifacts_sha256": verified.manifest_sha256}
 
 
 def features_of(name: str, model: SurvivalModel) -> str:
@@ -277,11 +271,13 @@ def train(df: pd.DataFrame, *, params: Any, tracking_uri: str, data_versions: Ma
                     fusion.fit_stage2(oof, train_df["time_days"].to_numpy(float), train_event,
                                       min_events_per_feature=t.min_events_per_feature)
                     log_json(fusion.describe(), "fusion.json")
-                    comparison = _score_champion(client, reg_name, train_df, test_df, params) if register else {}
+                    comparison = (_score_champion(client, reg_name, train_df, test_df, params, tracking_uri)
+                                  if register else {})
                     result.champion_comparison = comparison
                     extra = {}
                     if comparison.get("metrics"):
                         extra = {"champion_compared_version": comparison["version"],
+                                 "champion_compared_artifacts_sha256": comparison["artifacts_sha256"],
                                  **{f"champion_same_split.{k}": v for k, v in comparison["metrics"].items()
                                     if math.isfinite(v)}}
                     elif comparison.get("error"):
@@ -308,6 +304,7 @@ def _track_model(name, model, train_df, test_df, params, horizons, work, figdir,
                  reg_name, tags, client, served: bool = False) -> None:
     import mlflow
 
+    from training.integrity import DIGEST_TAG, manifest_tags
     from training.registry import register_version
     from training.tracking import clean_metrics, log_json
 
@@ -330,12 +327,17 @@ def _track_model(name, model, train_df, test_df, params, horizons, work, figdir,
         np.save(work / "health_direction.npy", direction)
         mlflow.log_artifact(str(work / "health_direction.npy"))
     rows.append(_table_row(name, model, ev, len(train_df)))
-    uri = _log_model(name, model, train_df, horizons, work)
+    uri, files = _log_model(name, model, train_df, horizons, work, mlflow.get_tracking_uri())
+    manifest = manifest_tags(files)
+    # the run keeps the manifest too (lineage); the registry's copy is the one loads trust
+    log_json({"model_uri": uri, "files": files}, "artifact_manifest.json")
+    mlflow.set_tag(DIGEST_TAG, manifest[DIGEST_TAG])
+    reg = reg_name if served else f"{reg_name}-{name.replace('_', '-')}"
+    result.artifact_digests[reg] = manifest[DIGEST_TAG]
     if register:
         run_id = mlflow.active_run().info.run_id
-        reg = reg_name if served else f"{reg_name}-{name.replace('_', '-')}"
         vtags = {**tags, "facesurv.model": name, "run_id": run_id, "needs_latent": str(model.needs_latent),
-                 **{f"test.{k}": v for k, v in ev.point.items() if math.isfinite(v)}}
+                 **{f"test.{k}": v for k, v in ev.point.items() if math.isfinite(v)}, **manifest}
         version = register_version(client, name=reg, model_uri=uri, run_id=run_id, tags=vtags,
                                    description=f"facesurv {name} survival model")
         result.model_versions[reg] = version

@@ -4,11 +4,16 @@ Input: a DataFrame, one row per patient, with the clinical covariates the model 
 on and, when the model uses photos (`needs_latent`), a `latent` column of 512 floats per
 row. Output: risk_score (log relative hazard, higher = worse), risk_percentile (0-100 among
 the training cohort) and survival_<h>d for every configured horizon h in days.
+
+Logged with MLflow's "models from code": the wrapper is the source file served_model.py (MLflow
+copies it and runs the copy at load), the fitted model is a directory of JSON and safetensors
+written by training.model_io (artifacts/model), the horizons are the model_config. Nothing is
+pickled, and every load goes through training.integrity, which checks each file's sha256
+against the manifest recorded in the registry before MLflow runs anything.
 """
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,7 +21,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from facesurv.errors import DataError
 from training.base import SurvivalModel
+
+# The models-from-code file MLflow copies into every logged model and runs at load (after the
+# manifest check): it only names PrognosisModel, so no object of ours is ever cloudpickled.
+SERVED_MODEL_CODE = Path(__file__).with_name("served_model.py")
+MODEL_ARTIFACT = "model"  # artifacts/<MODEL_ARTIFACT>/ holds training.model_io's saved model
 
 
 def output_columns(horizons: Sequence[int]) -> list[str]:
@@ -33,45 +44,55 @@ def predict_frame(model: SurvivalModel, df: pd.DataFrame, horizons: Sequence[int
     return out
 
 
+def served_horizons(config: Any) -> list[int]:
+    """The horizons (days) recorded in a logged model's model_config; DataError when malformed."""
+    h = (config or {}).get("horizons_days") if isinstance(config, dict) else None
+    if not isinstance(h, list) or not h or not all(type(d) is int and d > 0 for d in h):
+        raise DataError("the served model's model_config lacks horizons_days (positive whole days); "
+                        "retrain it (facesurv train)")
+    return list(h)
+
+
 def _prognosis_model_class() -> type:
     """Build the pyfunc class on first use: importing mlflow has side effects (it sets a
     telemetry environment variable), and nothing may happen when this module is imported."""
     from mlflow.pyfunc import PythonModel
 
     class PrognosisModel(PythonModel):
-        """pyfunc wrapper: artifacts["model"] is the pickled SurvivalModel."""
+        """pyfunc wrapper: artifacts["model"] is a directory written by training.model_io.save_model;
+        model_config["horizons_days"] the survival horizons of the output."""
 
-        def __init__(self, horizons: Sequence[int]) -> None:
-            self.horizons = [int(h) for h in horizons]
+        def __init__(self) -> None:
+            self.horizons: list[int] = []
             self.model: SurvivalModel | None = None
 
         def load_context(self, context: Any) -> None:
-            with open(context.artifacts["model"], "rb") as fh:
-                self.model = pickle.load(fh)
+            from training.model_io import load_model
+
+            self.horizons = served_horizons(context.model_config)
+            self.model = load_model(Path(context.artifacts[MODEL_ARTIFACT]))
 
         def predict(self, context: Any, model_input: pd.DataFrame,
                     params: dict[str, Any] | None = None) -> pd.DataFrame:
             df = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
             return predict_frame(self.model, df.reset_index(drop=True), self.horizons)
 
-    # importable as training.pyfunc.PrognosisModel, so pickles refer to it by name
     PrognosisModel.__module__ = __name__
     PrognosisModel.__qualname__ = "PrognosisModel"
     return PrognosisModel
 
 
+def prognosis_model() -> Any:
+    """A fresh, unloaded PrognosisModel (what served_model.py hands to mlflow.models.set_model)."""
+    return __getattr__("PrognosisModel")()
+
+
 def __getattr__(name: str) -> Any:
     if name == "PrognosisModel":
-        cls = _prognosis_model_class()
+        cls = globals().get(name) or _prognosis_model_class()
         globals()[name] = cls
         return cls
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def save_model_pickle(model: SurvivalModel, path: Path) -> Path:
-    with open(path, "wb") as fh:
-        pickle.dump(model, fh, protocol=pickle.HIGHEST_PROTOCOL)
-    return path
 
 
 def input_example(df: pd.DataFrame, model: SurvivalModel, n: int = 2) -> pd.DataFrame:
@@ -112,11 +133,52 @@ def health_direction_of(model: SurvivalModel) -> np.ndarray | None:
     return None
 
 
+def log_served_model(name: str, model: SurvivalModel, *, example_df: pd.DataFrame, horizons: Sequence[int],
+                     workdir: Path, pip_requirements: Sequence[str], tracking_uri: str | None = None
+                     ) -> tuple[str, dict[str, str]]:
+    """Log `model` as a models-from-code pyfunc in the active run; (model_uri, artifact manifest).
+
+    The estimator is written by training.model_io (JSON + safetensors), the wrapper is the
+    SERVED_MODEL_CODE file; the manifest hashes every file the artifact store now holds for it.
+    """
+    import mlflow
+
+    from training.integrity import logged_model_manifest
+    from training.model_io import save_model
+
+    saved = save_model(model, Path(workdir) / name / MODEL_ARTIFACT)
+    horizons = [int(h) for h in horizons]
+    ex = input_example(example_df, model)
+    sig = signature_for(ex, predict_frame(model, example_df.head(2), horizons))
+    info = mlflow.pyfunc.log_model(name=name, python_model=str(SERVED_MODEL_CODE),
+                                   artifacts={MODEL_ARTIFACT: str(saved)}, model_config={"horizons_days": horizons},
+                                   signature=sig, pip_requirements=list(pip_requirements),
+                                   metadata={"needs_latent": model.needs_latent, "kind": model.kind,
+                                             "horizons_days": horizons})
+    files = logged_model_manifest(info.model_id, tracking_uri=tracking_uri,
+                                  written={f"artifacts/{MODEL_ARTIFACT}": saved, SERVED_MODEL_CODE.name: SERVED_MODEL_CODE})
+    return info.model_uri, files
+
+
+def load_verified(client: Any, model_name: str, *, alias: str | None = None, version: str | None = None,
+                  tracking_uri: str | None = None):
+    """training.integrity.VerifiedModel of `model_name` at `alias` (or `version`): hashes checked first."""
+    from training.integrity import load_verified_pyfunc
+
+    if version is None:
+        if alias is None:
+            raise ValueError("load_verified needs an alias or a version")
+        version = str(client.get_model_version_by_alias(model_name, alias).version)
+    return load_verified_pyfunc(client, name=model_name, version=version, tracking_uri=tracking_uri)
+
+
 def load_served(tracking_uri: str, model_name: str, alias: str = "champion"):
-    """(pyfunc, SurvivalModel) of `models:/<model_name>@<alias>` in the given store."""
+    """(pyfunc, SurvivalModel) of `models:/<model_name>@<alias>` in the given store, after every
+    artifact matched the manifest recorded at registration (ArtifactIntegrityError otherwise)."""
     import mlflow
 
     mlflow.set_registry_uri(tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
-    loaded = mlflow.pyfunc.load_model(f"models:/{model_name}@{alias}")
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    loaded = load_verified(client, model_name, alias=alias, tracking_uri=tracking_uri).pyfunc
     return loaded, loaded.unwrap_python_model().model

@@ -1,11 +1,13 @@
 """A directory of photos -> OUT_DIR/<photo_id>.png + OUT_DIR/manifest.csv, in parallel processes.
 
 Every input file (a name with an image extension) ends in exactly one manifest row, aligned or
-quarantined. A row is reused, and its photo not touched, when the source bytes, the aligner
-version, the options and the model files are unchanged (and the PNG on disk is the one the row
-names), so a rerun redoes nothing. Files are written to a temporary name and renamed, and the
-manifest is checkpointed the same way, so a crash leaves whole files and a manifest that names
-only whole files; the next run redoes what is missing.
+quarantined. Only plain files inside IN_DIR are opened: a link, a hard link, a FIFO, a device or
+a socket with an image name is quarantined as `unreadable`, unread. A row is reused, and its
+photo not touched, when the source bytes, the aligner version, the options and the model files
+are unchanged (and the PNG on disk is the one the row names), so a rerun redoes nothing. Files
+are written to a temporary name and renamed, and the manifest is checkpointed the same way, so a
+crash leaves whole files and a manifest that names only whole files; the next run redoes what is
+missing.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from embedding.align.decode import IMAGE_EXTENSIONS, decode_image, read_source
 from embedding.align.detect import ModelSet
 from embedding.align.pipeline import Aligner
 from embedding.align.reasons import AlignRejected
-from embedding.fileio import sha256_file
+from embedding.fileio import sha256_file, sha256_regular_file
 from embedding.fileio import write_bytes_atomic as _write_atomic
 
 MANIFEST_NAME = "manifest.csv"
@@ -101,13 +103,14 @@ def _sha256_path(path: Path) -> str | None:
         return None
 
 
-def _source_sha256(path: Path) -> str:
-    """sha256 of a source file; AlignRejected('unreadable') with the OS's reason if it cannot be read."""
-    digest = _sha256_path(path)
-    if digest is None:
-        read_source(path)  # raises AlignRejected with the precise reason
-        raise AlignRejected(R.UNREADABLE, f"{path}: cannot read")  # it became readable in between
-    return digest
+def _source_sha256(path: Path, root: Path) -> str:
+    """sha256 of a source file in `root`; AlignRejected('unreadable') with the reason if it cannot,
+    or may not, be read (a link, a FIFO, ... is refused unopened)."""
+    try:
+        return sha256_regular_file(path, root=root)
+    except OSError:
+        read_source(path, root=root)  # raises AlignRejected with the precise reason
+        raise AlignRejected(R.UNREADABLE, f"{path}: cannot read") from None  # it became readable in between
 
 
 def encode_png(image: np.ndarray) -> bytes:
@@ -146,11 +149,15 @@ def _add_details(row: dict[str, str], details: dict) -> None:
         row["source_width"], row["source_height"] = str(details["width"]), str(details["height"])
 
 
-def process_one(path: Path, photo_id: str, out_dir: Path, aligner: Aligner) -> dict[str, str]:
-    """Align one file and write <photo_id>.png; always returns a manifest row, never raises."""
+def process_one(path: Path, photo_id: str, out_dir: Path, aligner: Aligner, *,
+                root: Path | None = None) -> dict[str, str]:
+    """Align one file and write <photo_id>.png; always returns a manifest row, never raises.
+
+    root: the input folder `path` must be a plain file inside (default: its own folder).
+    """
     row = _base_row(path, photo_id, aligner, aligner.config, aligner.fingerprint)
     try:
-        data = read_source(path)
+        data = read_source(path, root=root)
         row["source_sha256"], row["source_bytes"] = _sha256_bytes(data), str(len(data))
         decoded = decode_image(data, max_pixels=aligner.config.max_pixels)
         row.update(source_width=str(decoded.width), source_height=str(decoded.height),
@@ -185,10 +192,10 @@ def _init_worker(config: AlignConfig, models: ModelSet) -> None:
     _WORKER_ALIGNER = Aligner(config, models)
 
 
-def _work(job: tuple[str, str, str]) -> dict[str, str]:
-    path, photo_id, out_dir = job
+def _work(job: tuple[str, str, str, str]) -> dict[str, str]:
+    path, photo_id, out_dir, root = job
     assert _WORKER_ALIGNER is not None
-    return process_one(Path(path), photo_id, Path(out_dir), _WORKER_ALIGNER)
+    return process_one(Path(path), photo_id, Path(out_dir), _WORKER_ALIGNER, root=Path(root))
 
 
 def read_manifest(path: Path) -> dict[str, dict[str, str]]:
@@ -256,7 +263,7 @@ def align_directory(in_dir: Path | str, out_dir: Path | str, *, config: AlignCon
 
     stems = Counter(p.stem for p in photos)
     done: dict[str, dict[str, str]] = {}
-    jobs: list[tuple[str, str, str]] = []
+    jobs: list[tuple[str, str, str, str]] = []
     reused = 0
     for path in photos:
         photo_id = path.stem
@@ -268,7 +275,7 @@ def align_directory(in_dir: Path | str, out_dir: Path | str, *, config: AlignCon
             done[f"{photo_id}\0{path.name}"] = row
             continue
         try:
-            source_sha256 = _source_sha256(path)
+            source_sha256 = _source_sha256(path, in_dir)
         except AlignRejected as rej:   # no worker needed to say that a path cannot be read
             row = _base_row(path, photo_id, None, config, fingerprint)
             row.update(status="quarantined", reason=rej.reason, message=rej.message)
@@ -278,7 +285,7 @@ def align_directory(in_dir: Path | str, out_dir: Path | str, *, config: AlignCon
             done[photo_id] = old_rows[photo_id]
             reused += 1
         else:
-            jobs.append((str(path), photo_id, str(out_dir)))
+            jobs.append((str(path), photo_id, str(out_dir), str(in_dir)))
     for row in done.values():
         if progress:
             progress(row)
@@ -299,15 +306,15 @@ def align_directory(in_dir: Path | str, out_dir: Path | str, *, config: AlignCon
 
     if jobs and (workers <= 1 or len(jobs) == 1):
         aligner = aligner if aligner is not None else Aligner(config, models)
-        for src, pid, dest in jobs:
-            finish(process_one(Path(src), pid, Path(dest), aligner))
+        for src, pid, dest, root in jobs:
+            finish(process_one(Path(src), pid, Path(dest), aligner, root=Path(root)))
     elif jobs:
         ctx = multiprocessing.get_context("spawn")  # no fork of a parent that may hold torch threads
         with cf.ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx,
                                     initializer=_init_worker, initargs=(config, models)) as pool:
             futures = {pool.submit(_work, job): job for job in jobs}
             for fut in cf.as_completed(futures):
-                src, pid, _ = futures[fut]
+                src, pid, _, _ = futures[fut]
                 try:
                     row = fut.result()
                 except Exception as exc:  # noqa: BLE001 - a crashed worker loses its photos, not the batch

@@ -20,6 +20,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from embedding.align import reasons as R
 from embedding.align.reasons import AlignRejected
+from embedding.fileio import UnsafeFileError, read_regular_file
 
 # Formats decoded (JPEG includes the MPO variant phones write); anything else is refused even if Pillow could read it (smaller attack surface
 # for uploads, and nobody photographs a patient as an .icns).
@@ -51,11 +52,16 @@ class DecodedImage:
         return int(self.rgb.shape[0])
 
 
-def read_source(path: str | os.PathLike[str]) -> bytes:
-    """All bytes of `path`; raise AlignRejected('unreadable') on any OS error."""
+def read_source(path: str | os.PathLike[str], *, root: str | os.PathLike[str] | None = None) -> bytes:
+    """All bytes of `path`; raise AlignRejected('unreadable') on any OS error.
+
+    Only a plain file inside `root` (default: its own folder) is opened: a link, hard link,
+    device, FIFO or socket is refused unread (embedding.fileio.open_regular_file).
+    """
     try:
-        with open(path, "rb") as fh:
-            return fh.read()
+        return read_regular_file(path, root=root)
+    except UnsafeFileError as exc:
+        raise AlignRejected(R.UNREADABLE, str(exc)) from None
     except IsADirectoryError:
         raise AlignRejected(R.UNREADABLE, f"{os.fspath(path)} is a directory, not a file") from None
     except FileNotFoundError:

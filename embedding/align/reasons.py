@@ -4,7 +4,9 @@ from __future__ import annotations
 
 # The codes are a contract (manifest.csv, the serving API and dashboards filter on them):
 # add new ones, never rename.
-UNREADABLE = "unreadable"              # the path cannot be read (missing, a directory, no permission)
+# the path cannot or may not be read: missing, a directory, no permission, or not one plain file
+# inside the input folder (a link, a hard link, a device, a FIFO, a socket), which is never opened
+UNREADABLE = "unreadable"
 NOT_AN_IMAGE = "not_an_image"          # empty, or not a format we decode (whatever its extension)
 TRUNCATED = "truncated"                # the file ends before the image data does
 CORRUPT = "corrupt"                    # the header or the image data are damaged

@@ -39,10 +39,13 @@ class GeneratorConfig:
         r = self.resolution
         if not (isinstance(r, int) and 8 <= r <= 1024 and r & (r - 1) == 0):
             raise ValueError(f"resolution must be a power of two from 8 to 1024, got {r!r}")
-        for name in ("z_dim", "w_dim", "mapping_layers", "channel_base", "channel_max", "img_channels"):
+        # Upper bounds far above any StyleGAN2: a crafted config must not make the constructor
+        # allocate terabytes before the weights are even compared with it.
+        for name, most in (("z_dim", 8192), ("w_dim", 8192), ("mapping_layers", 64), ("channel_base", 1 << 20),
+                           ("channel_max", 8192), ("img_channels", 4)):
             v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+            if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= most:
+                raise ValueError(f"{name} must be an integer from 1 to {most}, got {v!r}")
         if not self.lr_multiplier > 0:
             raise ValueError(f"lr_multiplier must be > 0, got {self.lr_multiplier!r}")
         if self.conv_clamp is not None and not self.conv_clamp > 0:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import struct
 import sys
@@ -26,6 +27,7 @@ CONFIG_FILE = "config.json"
 FORMAT_NAME = "facesurv-stylegan2"
 FORMAT_VERSION = "1"
 _MAX_HEADER = 100 * 1024 * 1024
+_MAX_DIMS = 8
 
 _DTYPES: dict[str, tuple[torch.dtype, str]] = {
     "F64": (torch.float64, "<f8"), "F32": (torch.float32, "<f4"), "F16": (torch.float16, "<f2"),
@@ -85,6 +87,8 @@ def loads_safetensors(blob: bytes, *, where: str = "safetensors data") -> tuple[
         header = json.loads(blob[8:8 + n].decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise StoreError(f"{where}: header is not valid JSON ({exc})") from None
+    except RecursionError:  # a header of a few thousand nested brackets
+        raise StoreError(f"{where}: header JSON is nested too deeply to be a safetensors header") from None
     if not isinstance(header, dict):
         raise StoreError(f"{where}: header must be a JSON object")
     meta = header.pop("__metadata__", None) or {}
@@ -99,8 +103,11 @@ def loads_safetensors(blob: bytes, *, where: str = "safetensors data") -> tuple[
             shape = [int(s) for s in info["shape"]]
             begin, end = (int(v) for v in info["data_offsets"])
         except (KeyError, TypeError, ValueError):
-            raise StoreError(f"{where}: tensor {name!r} has a malformed entry {info!r}") from None
-        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+            raise StoreError(f"{where}: tensor {name!r} has a malformed entry {str(info)[:200]}") from None
+        if len(shape) > _MAX_DIMS:
+            raise StoreError(f"{where}: tensor {name!r} has {len(shape)} dimensions (at most {_MAX_DIMS})")
+        # Python integers: a numpy int64 product wraps, and a wrapped count of 0 would pass the size check
+        count = math.prod(shape)
         itemsize = np.dtype(np_dtype).itemsize
         if min(shape, default=0) < 0 or not 0 <= begin <= end <= len(data) or end - begin != count * itemsize:
             raise StoreError(f"{where}: tensor {name!r} has offsets {begin}..{end} inconsistent with shape "
@@ -151,7 +158,11 @@ def generator_from_bytes(blob: bytes, *, where: str):
         config = GeneratorConfig.from_dict(json.loads(meta["config"]))
     except (KeyError, ValueError, TypeError) as exc:
         raise StoreError(f"{where}: invalid generator config in the file: {exc}") from None
-    G = Generator(config, seed=None)
+    try:
+        G = Generator(config, seed=None)
+    except (RuntimeError, ValueError, TypeError, OverflowError, MemoryError) as exc:
+        raise StoreError(f"{where}: the generator config in the file cannot be built "
+                         f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
     load_state_strict(G, tensors, where=where)
     if "random_init_seed" in meta:
         try:

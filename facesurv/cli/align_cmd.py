@@ -11,7 +11,8 @@ from facesurv.cli.common import WorkspaceOpt, console, open_workspace, out
 
 
 def align(
-    in_dir: Annotated[Path, typer.Argument(help="Directory of photos (files with an image extension).")],
+    in_dir: Annotated[Path, typer.Argument(help="Directory of photos (plain files with an image extension; links, "
+                                                "hard links and special files are quarantined unread).")],
     out_dir: Annotated[Path, typer.Argument(help="Where <photo_id>.png and manifest.csv go.")],
     workers: Annotated[int | None, typer.Option(help="Processes (default: align.workers).")] = None,
     output_size: Annotated[int | None, typer.Option(help="Aligned size in pixels (default: align.output_size).")] = None,
@@ -20,7 +21,8 @@ def align(
 ) -> None:
     """Detect, landmark and align the face in every photo (dlib + FFHQ); quarantine the rest with a reason.
 
-    Reruns reuse every photo whose bytes, options and models are unchanged.
+    Reruns reuse every photo whose bytes, options and models are unchanged. Only plain files inside
+    IN_DIR are opened: a link, hard link, FIFO or device is quarantined as unreadable, with the reason.
     """
     from facesurv.config import with_overrides
     from facesurv.errors import DataError, NotAvailableError

@@ -51,13 +51,16 @@ def write(
     """Write clinical rows (and latents) to the offline store; idempotent."""
     import pandas as pd
 
-    from features.contracts import read_table
+    from features.contracts import newest_first, read_table, require_well_formed
     from features.store import apply_repo, join_latents, write_clinical, write_latents
 
     ws, params = open_workspace(workspace)
     quarantine_dir = ws.artifacts_dir / "quarantine" / dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     clin_raw = read_table(clinical)
-    clin = _contract("clinical", clin_raw, params, quarantine_dir) if validate else clin_raw
+    # every valid row is written: a correction (later record_known_at) and the row it supersedes are
+    # both kept, and Feast's point-in-time reads return the record current at each reference time
+    clin = (_contract("clinical", clin_raw, params, quarantine_dir) if validate
+            else require_well_formed(clin_raw, str(clinical)))
     if not (ws.feature_repo_dir / "feature_store.yaml").is_file():
         apply_repo(ws.feature_repo_dir, params)
     n = write_clinical(ws.feature_repo_dir, clin, params)
@@ -69,7 +72,8 @@ def write(
         lat = _contract("latents", lat, params, quarantine_dir)
     man = read_table(manifest) if manifest is not None else None
     # quarantined clinical rows do not vouch for a photo: their latents wait, listed as unmatched
-    rows, unmatched = join_latents(lat, clin, manifest=man, aligner_version=aligner_version)
+    # a photo takes patient_id and photo_taken_at from its latest record (a correction wins)
+    rows, unmatched = join_latents(lat, newest_first(clin), manifest=man, aligner_version=aligner_version)
     n = write_latents(ws.feature_repo_dir, rows, params)
     out.print(f"face_latent: {n} new rows of {len(rows)} ({len(rows) - n} already in the store)")
     if len(unmatched):
@@ -114,13 +118,19 @@ def training_set(
     from facesurv.atomic import atomic_path
     from facesurv.errors import DataError
     from facesurv.types import SURVIVAL_COLUMNS
-    from features.contracts import read_table
+    from features.contracts import latest_records, read_table, require_well_formed
     from features.store import training_set as build
 
     ws, params = open_workspace(workspace)
-    ent = read_table(entities)
+    ent = require_well_formed(read_table(entities), str(entities))
     if reference_column not in ent.columns:
         raise DataError(f"{entities}: no column {reference_column!r} for the reference time; pass --reference-column")
+    if "patient_id" in ent.columns:
+        latest = latest_records(ent, time_column=reference_column)
+        if len(latest) < len(ent):  # one training row per patient: its latest record (corrections win)
+            out.print(f"entities: {len(ent) - len(latest)} superseded rows (a later {reference_column} of the "
+                      "same patient) left out")
+            ent = latest.reset_index(drop=True)
     keep = ["patient_id", reference_column, *(c for c in SURVIVAL_COLUMNS if c in ent.columns)]
     ent = ent[keep]
     for col in SURVIVAL_COLUMNS:

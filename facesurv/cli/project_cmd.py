@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -16,11 +17,35 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 FAILURE_COLUMNS = ("photo_id", "path", "reason")
 
 
+def _image_entries(folder: Path) -> list[Path]:
+    """Every name with an image suffix that is not a real sub-folder. Links, FIFOs and the like are
+    kept (never followed or opened here) so that projecting them fails with the reason."""
+    entries = []
+    for entry in os.scandir(folder):
+        if Path(entry.name).suffix.lower() in IMAGE_SUFFIXES and not entry.is_dir(follow_symlinks=False):
+            entries.append(folder / entry.name)
+    return sorted(entries)
+
+
+def _read_manifest(manifest: Path, aligned_dir: Path) -> list[dict[str, str]]:
+    from embedding.fileio import UnsafeFileError, open_regular_file
+    from facesurv.errors import DataError
+
+    try:
+        with io.TextIOWrapper(open_regular_file(manifest, root=aligned_dir), encoding="utf-8", newline="") as fh:
+            return list(csv.DictReader(fh))
+    except UnsafeFileError as exc:
+        raise DataError(str(exc)) from None
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{manifest}: cannot read the align manifest ({exc}); rerun `facesurv align`") from None
+
+
 def list_photos(aligned_dir: Path) -> tuple[list[tuple[str, str]], int]:
     """(photo_id, path) pairs to project and how many manifest rows were quarantined.
 
     An `align` output (manifest.csv) gives its aligned rows; otherwise every image file in the
-    folder, photo_id = file stem.
+    folder, photo_id = file stem. Only plain files inside the folder are read later on: a link
+    or special file listed here ends in failures.csv with the reason.
     """
     from facesurv.errors import DataError
 
@@ -28,15 +53,14 @@ def list_photos(aligned_dir: Path) -> tuple[list[tuple[str, str]], int]:
         raise DataError(f"{aligned_dir}: no such directory (give the folder `facesurv align` wrote, "
                         "or a folder of aligned images)")
     manifest = aligned_dir / "manifest.csv"
-    if manifest.is_file():
-        with manifest.open(newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
+    if os.path.lexists(manifest):
+        rows = _read_manifest(manifest, aligned_dir)
         if rows and not {"photo_id", "status"} <= set(rows[0]):
             raise DataError(f"{manifest}: expected columns photo_id and status (an align manifest)")
         photos = [(r["photo_id"], str(aligned_dir / (r.get("output_file") or f"{r['photo_id']}.png")))
                   for r in rows if r["status"] == "aligned"]
         return photos, sum(r["status"] != "aligned" for r in rows)
-    files = sorted(p for p in aligned_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = _image_entries(aligned_dir)
     stems = [p.stem for p in files]
     if len(set(stems)) != len(stems):
         dup = sorted({s for s in stems if stems.count(s) > 1})[:3]
@@ -190,7 +214,8 @@ def project(
 
         try:
             run = project_photos(
-                G, [PhotoInput(pid, path) for pid, path in photos], shard_dir=out_dir / "shards",
+                G, [PhotoInput(pid, path, root=str(aligned_dir)) for pid, path in photos],
+                shard_dir=out_dir / "shards",
                 generator_sha256=ginfo.sha256, settings=settings, batch_size=pp.batch_size, seed=pp.seed,
                 perceptual=net, perceptual_sha256=pinfo.sha256, device=device,
                 mixed_precision=pp.mixed_precision, progress=progress,

@@ -9,7 +9,8 @@ import typer
 
 from facesurv.cli.common import WorkspaceOpt, open_workspace, out
 
-FileArg = Annotated[Path, typer.Argument(help="Table to validate (CSV, or parquet for latents).")]
+FileArg = Annotated[Path, typer.Argument(help="Table to validate (UTF-8 CSV, or parquet for latents); a file "
+                                        "that is not one exits non-zero, a malformed line is quarantined.")]
 OutOpt = Annotated[Path, typer.Option("--out", help="Directory for valid.csv, quarantine.csv, report.html, results.json.")]
 FractionOpt = Annotated[float | None, typer.Option("--max-failing-fraction",
                         help="Fail above this fraction of failing rows (default: contracts.max_failing_fraction).")]
@@ -43,7 +44,8 @@ def register(app: typer.Typer) -> None:
     @validate_app.command("clinical")
     def clinical(file: FileArg, out_dir: OutOpt, max_failing_fraction: FractionOpt = None,
                  workspace: WorkspaceOpt = None) -> None:
-        """Clinical table: schema of cohort.base, types, ranges, labels, unique patients, no leaking column."""
+        """Clinical table: schema of cohort.base, ids, types, ranges, levels, labels, no future record, no
+        leaking column; a later record_known_at of a patient is a correction (both rows kept)."""
         _validate("clinical", file, out_dir, workspace, max_failing_fraction)
 
     @validate_app.command("manifest")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,9 +13,11 @@ import pandas as pd
 from facesurv.config import Params
 from facesurv.errors import DataError
 from features.contracts.suites import BUILDERS, KINDS, Check
+from features.contracts.tables import bad_lines
 
 REASON = "reason"
 EXPECTATION = "expectation"
+ROW_PARSED = "row_fields_match_header"   # view-only column: False for lines read_table could not place
 
 
 @dataclass
@@ -35,6 +38,8 @@ class ContractResult:
     def failure_message(self) -> str:
         s = self.summary
         worst = "; ".join(f"{f['expectation']}: {f['rows']} rows ({f['reason']})" for f in s["failures"][:5])
+        if not s["rows"]:
+            return f"{self.kind} contract failed: the table has no rows and {worst or 'nothing to validate'}"
         return (f"{self.kind} contract failed: {s['failing']} of {s['rows']} rows ({s['failing_fraction']:.1%}) "
                 f"fail, above the {s['threshold']:.1%} threshold; {worst}")
 
@@ -77,8 +82,20 @@ def run_contract(kind: str, df: pd.DataFrame, params: Params, *, docs_dir: Path 
         raise DataError(f"unknown contract {kind!r}; choose one of {', '.join(KINDS)}")
     import great_expectations as gx
 
+    malformed = {df.index.get_loc(label): why for label, why in bad_lines(df).items() if label in df.index}
     df = df.reset_index(drop=True)
+    df.attrs = {}  # the row marks are consumed here; the frames returned carry none
     contract = BUILDERS[kind](df, params)
+    if malformed:
+        contract.view[ROW_PARSED] = [i not in malformed for i in range(len(df))]
+        contract.checks.append(Check("ExpectColumnValuesToBeInSet", {"column": ROW_PARSED, "value_set": [True]},
+                                     "a line whose field count differs from the header's",
+                                     row_reasons=malformed, exclusive=True))
+    derived = [c for c in contract.view.columns if c not in df.columns]  # view-only columns, never a mismatch
+    for i, check in enumerate(contract.checks):
+        if check.expectation == "ExpectTableColumnsToMatchSet" and derived:
+            kwargs = {**check.kwargs, "column_set": [*check.kwargs["column_set"], *derived]}
+            contract.checks[i] = dataclasses.replace(check, kwargs=kwargs)
     docs = Path(docs_dir).resolve() if docs_dir is not None else None
     ctx = _context(docs)
     tag = f"{kind}_{uuid.uuid4().hex[:8]}"
@@ -104,9 +121,7 @@ def run_contract(kind: str, df: pd.DataFrame, params: Params, *, docs_dir: Path 
 def _split(kind: str, df: pd.DataFrame, checks: list[Check], result: Any, params: Params,
            docs: Path | None) -> ContractResult:
     n = len(df)
-    reasons: list[list[str]] = [[] for _ in range(n)]
-    labels: list[list[str]] = [[] for _ in range(n)]
-    failures = []
+    failed: list[tuple[Check, str, list[int]]] = []
     for r in result.results:
         if r.success:
             continue
@@ -120,11 +135,20 @@ def _split(kind: str, df: pd.DataFrame, checks: list[Check], result: Any, params
             mismatch = ((r.result or {}).get("details") or {}).get("mismatched") or {}
             bits = [f"{k}: {', '.join(map(str, v))}" for k, v in sorted(mismatch.items()) if v]
             reason = f"{reason} [{'; '.join(bits)}]" if bits else reason
-        rows = [int(i) for i in rows]
+        failed.append((check, reason, sorted({int(i) for i in rows})))
+    # a row failing an exclusive check (a malformed line) is told only that check's reasons
+    exclusive = {i for check, _, rows in failed if check.exclusive for i in rows}
+    reasons: list[list[str]] = [[] for _ in range(n)]
+    labels: list[list[str]] = [[] for _ in range(n)]
+    failures: list[dict[str, Any]] = []
+    for check, reason, rows in failed:
+        if not check.exclusive:
+            rows = [i for i in rows if i not in exclusive]
         for i in rows:
-            reasons[i].append(reason)
+            reasons[i].append((check.row_reasons or {}).get(i, reason))
             labels[i].append(check.label)
-        failures.append({"expectation": check.label, "reason": reason, "rows": len(set(rows))})
+        if rows or not n:  # with no rows a failed (table-level) check is still a failure
+            failures.append({"expectation": check.label, "reason": reason, "rows": len(rows)})
     bad = [bool(x) for x in reasons]
     mask = pd.Series(bad, index=df.index, dtype=bool)
     quarantine = df[mask].copy()
@@ -133,10 +157,12 @@ def _split(kind: str, df: pd.DataFrame, checks: list[Check], result: Any, params
     failing = int(mask.sum())
     fraction = failing / n if n else 0.0
     threshold = params.contracts.max_failing_fraction
-    failures.sort(key=lambda f: -f["rows"])
+    failures.sort(key=lambda f: -int(f["rows"]))
     summary = {
         "contract": kind, "rows": n, "valid": n - failing, "failing": failing,
-        "failing_fraction": round(fraction, 6), "threshold": threshold, "passed": fraction <= threshold,
+        # a table with no rows passes only when nothing failed (a binary or foreign file has no rows either)
+        "failing_fraction": round(fraction, 6), "threshold": threshold,
+        "passed": fraction <= threshold and (n > 0 or not failures),
         "expectations": len(result.results), "failures": failures,
     }
     index = docs / "index.html" if docs is not None and (docs / "index.html").is_file() else None

@@ -8,14 +8,24 @@ exist only in the view, never in the rows written out.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from facesurv.clinical_rules import (
+    CLOCK_SKEW,
+    EVENT_VALUES,
+    ID_RULE,
+    ID_SEARCH_PATTERN,
+    TIME_DAYS,
+    NumericRule,
+    clinical_rules,
+    latest_record_time,
+)
 from facesurv.config import Params
-from facesurv.types import SEX_VALUES
 
 KINDS = ("clinical", "manifest", "latents")
 MANIFEST_STATUSES = ("aligned", "quarantined")
@@ -27,12 +37,14 @@ class Check:
     expectation: str                 # class name in great_expectations.expectations
     kwargs: dict[str, Any]
     reason: str                      # what a failing row is told, e.g. "age outside 0-120"
+    row_reasons: dict[int, str] | None = None  # per-row reasons that replace `reason` (ragged lines)
+    exclusive: bool = False          # a row failing it is told only this check's reasons
 
     @property
     def label(self) -> str:
         snake = "".join(f"_{c.lower()}" if c.isupper() else c for c in self.expectation).lstrip("_")
-        cols = self.kwargs.get("column") or ",".join(
-            str(self.kwargs[k]) for k in ("column_A", "column_B") if k in self.kwargs)
+        cols = self.kwargs.get("column") or ",".join(self.kwargs.get("column_list") or [
+            str(self.kwargs[k]) for k in ("column_A", "column_B") if k in self.kwargs])
         return f"{snake}({cols})" if cols else snake
 
 
@@ -51,13 +63,19 @@ def _timestamps(df: pd.DataFrame, col: str) -> pd.Series:
     return pd.to_datetime(df[col], utc=True, errors="coerce", format="ISO8601")
 
 
-def clinical_contract(df: pd.DataFrame, params: Params) -> Contract:
-    from features.cohort import clinical_columns, covariate_columns
+def clinical_contract(df: pd.DataFrame, params: Params, *, now: dt.datetime | None = None) -> Contract:
+    """The clinical table's checks; every value rule comes from facesurv.clinical_rules (shared with the API).
+
+    Corrections: a patient may have several rows with different record_known_at (the later one
+    is the current record, the earlier ones its history); two rows of one patient with the same
+    record_known_at are ambiguous and both quarantined, as is a photo_id used by two patients.
+    """
+    from features.cohort import clinical_columns
 
     base = params.cohort.base
     c = params.contracts
+    rules = clinical_rules(base, age_range=(c.age_min, c.age_max))
     expected = clinical_columns(base)
-    numeric, categorical = covariate_columns(base)
     view = df.copy()
     checks = [Check("ExpectTableColumnsToMatchSet", {"column_set": list(expected), "exact_match": True},
                     f"columns differ from the {base} clinical schema (a column beyond it may leak the outcome, "
@@ -66,39 +84,76 @@ def clinical_contract(df: pd.DataFrame, params: Params) -> Contract:
     for col in ("patient_id", "photo_id"):
         if col in present:
             checks.append(Check("ExpectColumnValuesToNotBeNull", {"column": col}, f"{col} is empty"))
-            checks.append(Check("ExpectColumnValuesToBeUnique", {"column": col}, f"{col} appears more than once"))
+            checks.append(Check("ExpectColumnValuesToMatchRegex", {"column": col, "regex": ID_SEARCH_PATTERN},
+                                f"{col} is not a valid id ({ID_RULE})"))
     for col in ("photo_taken_at", "record_known_at"):
         if col in present:
             view[col] = _timestamps(df, col)
             checks.append(Check("ExpectColumnValuesToNotBeNull", {"column": col},
                                 f"{col} is not an ISO-8601 timestamp"))
+    if "record_known_at" in present:
+        latest = latest_record_time(now)
+        checks.append(Check("ExpectColumnValuesToBeBetween", {"column": "record_known_at", "max_value": latest},
+                            f"record_known_at is in the future (after the check time + {_skew()} clock skew)"))
+    if {"patient_id", "record_known_at"} <= present:
+        checks.append(Check("ExpectCompoundColumnsToBeUnique", {"column_list": ["patient_id", "record_known_at"]},
+                            "patient_id appears more than once with the same record_known_at (a correction "
+                            "is a new row with a later record_known_at)"))
+    elif "patient_id" in present:
+        checks.append(Check("ExpectColumnValuesToBeUnique", {"column": "patient_id"},
+                            "patient_id appears more than once"))
+    if {"patient_id", "photo_id"} <= present:
+        view[PATIENTS_PER_PHOTO] = df.groupby("photo_id", dropna=True)["patient_id"].transform("nunique")
+        checks.append(Check("ExpectColumnValuesToBeBetween", {"column": PATIENTS_PER_PHOTO, "max_value": 1},
+                            "photo_id appears with more than one patient_id"))
     if {"photo_taken_at", "record_known_at"} <= present:
         checks.append(Check("ExpectColumnPairValuesAToBeGreaterThanB",
                             {"column_A": "record_known_at", "column_B": "photo_taken_at", "or_equal": True,
                              "ignore_row_if": "either_value_is_missing"},
                             "photo_taken_at is after record_known_at"))
-    for col in ("age", *numeric, "time_days", "event"):
-        if col in present:
-            view[col] = _numeric(df, col)
-            checks.append(Check("ExpectColumnValuesToNotBeNull", {"column": col}, f"{col} is missing or not a number"))
-    if "age" in present:
-        checks.append(Check("ExpectColumnValuesToBeBetween", {"column": "age", "min_value": c.age_min,
-                                                              "max_value": c.age_max},
-                            f"age outside {c.age_min:g}-{c.age_max:g} years"))
-    if "time_days" in present:
-        checks.append(Check("ExpectColumnValuesToBeBetween", {"column": "time_days", "min_value": 0,
-                                                              "strict_min": True},
-                            "time_days is not > 0 (a same-day death needs a small positive time such as 0.5)"))
+    for rule in (*rules.numeric, TIME_DAYS):
+        if rule.name in present:
+            checks += _numeric_checks(df, view, rule)
     if "event" in present:
-        checks.append(Check("ExpectColumnValuesToBeInSet", {"column": "event", "value_set": [0, 1]},
+        view["event"] = _numeric(df, "event")
+        checks.append(Check("ExpectColumnValuesToNotBeNull", {"column": "event"}, "event is missing or not a number"))
+        checks.append(Check("ExpectColumnValuesToBeInSet", {"column": "event", "value_set": list(EVENT_VALUES)},
                             "event is not 0 (censored) or 1 (died)"))
-    if "sex" in present:
-        checks.append(Check("ExpectColumnValuesToBeInSet", {"column": "sex", "value_set": list(SEX_VALUES)},
-                            f"sex is not one of {', '.join(SEX_VALUES)}"))
-    for col in ("cancer_type", *categorical):
-        if col in present:
-            checks.append(Check("ExpectColumnValuesToNotBeNull", {"column": col}, f"{col} is empty"))
+    for cat in rules.categorical:
+        if cat.name in present:
+            checks.append(Check("ExpectColumnValuesToNotBeNull", {"column": cat.name}, f"{cat.name} is empty"))
+            if cat.levels is not None:
+                levels = "" if cat.name == "sex" else f" (the {base} cohort's levels)"
+                checks.append(Check("ExpectColumnValuesToBeInSet", {"column": cat.name, "value_set": list(cat.levels)},
+                                    cat.reason + levels))
     return Contract("clinical", view, checks)
+
+
+PATIENTS_PER_PHOTO = "patients_per_photo_id"
+
+
+def _skew() -> str:
+    minutes = int(CLOCK_SKEW.total_seconds() // 60)
+    return f"{minutes // 60} h" if minutes % 60 == 0 else f"{minutes} min"
+
+
+def _numeric_checks(df: pd.DataFrame, view: pd.DataFrame, rule: NumericRule) -> list[Check]:
+    """Present and a number; finite and in range (inf and 1e308 fail the range); whole for counts."""
+    col = rule.name
+    values = _numeric(df, col)
+    view[col] = values
+    between: dict[str, Any] = {"column": col, "min_value": rule.min, "max_value": rule.max}
+    if rule.min_exclusive:
+        between["strict_min"] = True
+    checks = [Check("ExpectColumnValuesToNotBeNull", {"column": col}, f"{col} is missing or not a number"),
+              Check("ExpectColumnValuesToBeBetween", between, rule.reason)]
+    if rule.integer:
+        finite = np.isfinite(values.to_numpy(dtype=float))
+        whole = [bool(v == np.floor(v)) if ok else None for v, ok in zip(values, finite, strict=True)]
+        view[f"{col}_is_whole"] = pd.Series(whole, index=df.index, dtype=object)
+        checks.append(Check("ExpectColumnValuesToBeInSet", {"column": f"{col}_is_whole", "value_set": [True]},
+                            rule.integer_reason))
+    return checks
 
 
 def manifest_contract(df: pd.DataFrame, params: Params) -> Contract:

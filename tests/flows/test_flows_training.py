@@ -30,4 +30,6 @@ def test_nightly_then_train_and_promote(workspace, prefect_api) -> None:
     lineage = json.loads((workspace.artifacts_dir / "lineage" / "latest-train-and-promote.json").read_text())
     assert lineage["data_rev"] == first["data_rev"] and lineage["params_hash"] == workspace.load_params().params_hash
     assert lineage["data_md5"]["prealigned"].endswith(".dir") and lineage["code_version"]
+    digests = lineage["outputs"]["model_artifacts_sha256"]
+    assert digests and all(len(d) == 64 and int(d, 16) >= 0 for d in digests.values())
     assert len(ids) == 60

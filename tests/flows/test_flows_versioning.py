@@ -136,3 +136,9 @@ def test_dvc_console_handlers_bound_to_a_closed_stream_do_not_break_versioning(t
     (root / "photos" / "p.png").write_bytes(b"x")
     assert version_inputs(root, ["photos"], message="one").committed
     assert stale not in logging.getLogger("dvc").handlers
+
+
+def test_the_data_repo_checks_out_plain_files_whatever_the_user_cache_type(repo: Path) -> None:
+    # readers refuse links (docs/security.md): DVC must copy, never hard- or sym-link, into data/
+    config = (repo / ".dvc" / "config").read_text()
+    assert "type = \"reflink,copy\"" in config or "type = reflink,copy" in config

@@ -102,3 +102,32 @@ def test_missing_checkpoint_says_how_to_fix(tmp_path):
     (tmp_path / "x.onnx").write_bytes(b"1")
     with pytest.raises(CheckpointError, match="unknown checkpoint type '.onnx'"):
         load_generator(tmp_path / "x.onnx")
+
+
+def _raw_safetensors(header: bytes, data: bytes = b"") -> bytes:
+    import struct
+
+    return struct.pack("<Q", len(header)) + header + data
+
+
+def test_deeply_nested_header_is_a_clean_error():
+    blob = _raw_safetensors(b"[" * 100_000 + b"]" * 100_000)
+    with pytest.raises(StoreError, match="nested too deeply"):
+        loads_safetensors(blob, where="crafted")
+
+
+def test_shape_whose_element_count_wraps_is_refused():
+    # 2**32 * 2**32 elements wrap to 0 in int64; an empty data span must not pass for them
+    header = json.dumps({"w": {"dtype": "F32", "shape": [2**32, 2**32], "data_offsets": [0, 0]}}).encode()
+    with pytest.raises(StoreError, match="inconsistent with shape"):
+        loads_safetensors(_raw_safetensors(header), where="crafted")
+
+
+def test_generator_file_with_a_crafted_config_is_a_clean_error(tmp_path):
+    from embedding.stylegan2.store import FORMAT_NAME, FORMAT_VERSION, generator_from_bytes
+
+    config = {"resolution": 8, "z_dim": 10**9, "w_dim": 8, "channel_base": 64, "channel_max": 8}
+    blob = dumps_safetensors({"x": torch.zeros(1)}, {"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
+                                                     "config": json.dumps(config)})
+    with pytest.raises(StoreError, match="invalid generator config.*z_dim must be an integer from 1 to 8192"):
+        generator_from_bytes(blob, where="crafted")

@@ -56,16 +56,19 @@ def make_app(champion, feature_reader, params, tmp_path, repo_root):
 
     opened = []
 
-    def build(*, read_features=feature_reader, embed_photo=None, upload_dir=None, **serving):
+    def build(*, read_features=feature_reader, embed_photo=None, upload_dir=None, tokens=None, **serving):
         ledger = SQLiteLedger(tmp_path / f"ledger-{len(opened)}.db")
         opened.append(ledger)
         ctx = LineageContext(code_version=git_sha(repo_root), params_hash=params.params_hash,
                              photo_data=dvc_photo_version(tmp_path / "data"))
         scorer = Scorer(model=champion, read_features=read_features, context=ctx, embed_photo=embed_photo)
-        tokens = TokenStore()
-        tokens.add(TOKEN, "tester")
+        if tokens is None:
+            tokens = TokenStore()
+            tokens.add(TOKEN, "tester")
         settings = dataclasses.replace(params.serving, **serving)
         return create_app(scorer=scorer, ledger=ledger, tokens=tokens, settings=settings,
+                          clinical_base=params.cohort.base,
+                          age_range=(params.contracts.age_min, params.contracts.age_max),
                           pseudonym_key=b"k" * 32, upload_dir=upload_dir), ledger
 
     yield build

@@ -1,10 +1,14 @@
 """Train and register a small real champion (CoxPH on gbsg2 numeric covariates) in an MLflow
 registry: used by the serving tests and benchmarks/serving_load.py until the training
-part's champion is wired in. Real MLflow, real scikit-survival, nothing mocked."""
+part's champion is wired in. Real MLflow, real scikit-survival, nothing mocked.
+
+Registered like training registers: the fitted numbers as JSON, the wrapper as a models-from-code
+file, and the sha256 manifest of every logged file as model-version tags (training.integrity),
+so the serving loader's verification runs on it."""
 
 from __future__ import annotations
 
-import pickle
+import json
 from pathlib import Path
 
 FEATURES = ["age", "estrec", "pnodes", "progrec", "tsize"]
@@ -32,10 +36,12 @@ def register_reference_champion(root: Path, *, model_name: str, horizons=(365, 1
     X = df[FEATURES].to_numpy(dtype=float)
     y = Surv.from_arrays(event=df["event"].astype(bool), time=df["time_days"])
     est = CoxPHSurvivalAnalysis(alpha=1e-4).fit(X, y)
-    state = {"estimator": est, "columns": FEATURES, "train_risk": est.predict(X).tolist(),
-             "horizons": list(horizons)}
-    pkl = root / "estimator.pkl"
-    pkl.write_bytes(pickle.dumps(state))
+    s0 = est._baseline_model.baseline_survival_
+    state = {"coef": [float(c) for c in est.coef_], "columns": FEATURES,
+             "train_risk": [float(r) for r in est.predict(X)], "horizons": [int(h) for h in horizons],
+             "baseline_survival": {str(h): float(s0(min(h, s0.domain[1]))) for h in horizons}}
+    state_file = root / "estimator.json"
+    state_file.write_text(json.dumps(state), encoding="utf-8")
 
     uri = f"sqlite:///{root / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
@@ -46,12 +52,17 @@ def register_reference_champion(root: Path, *, model_name: str, horizons=(365, 1
            **{f"survival_{h}d": np.zeros(3) for h in horizons}}
     import pandas as pd
 
-    with mlflow.start_run(experiment_id=exp):
-        mlflow.pyfunc.log_model(name="model", python_model=str(CODE), artifacts={"estimator": str(pkl)},
-                                signature=infer_signature(example, pd.DataFrame(out)),
-                                registered_model_name=model_name,
-                                # explicit: skips MLflow's requirement inference (a slow subprocess)
-                                pip_requirements=["mlflow", "scikit-survival", "pandas"])
+    from training.integrity import logged_model_manifest, manifest_tags
+
     client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
-    client.set_registered_model_alias(model_name, "champion", "1")
+    with mlflow.start_run(experiment_id=exp) as run:
+        info = mlflow.pyfunc.log_model(name="model", python_model=str(CODE), artifacts={"estimator": str(state_file)},
+                                       signature=infer_signature(example, pd.DataFrame(out)),
+                                       # explicit: skips MLflow's requirement inference (a slow subprocess)
+                                       pip_requirements=["mlflow", "scikit-survival", "pandas"])
+        files = logged_model_manifest(info.model_id, tracking_uri=uri,
+                                      written={"artifacts/estimator.json": state_file, CODE.name: CODE})
+    client.create_registered_model(model_name)
+    mv = client.create_model_version(model_name, info.model_uri, run_id=run.info.run_id, tags=manifest_tags(files))
+    client.set_registered_model_alias(model_name, "champion", mv.version)
     return uri

@@ -128,11 +128,12 @@ def test_api_logs_pseudonymise_patient_ids(client, auth, caplog):
     assert pseudonym(PATIENT, b"k" * 32) in caplog.text and r.json()["score_id"] in caplog.text
 
 
-def test_api_health_ready_openapi_and_headers(client):
+def test_api_health_ready_openapi_and_headers(client, auth):
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
-    assert ready.status_code == 200 and ready.json()["status"] == "ready"
-    assert ready.json()["model"]["alias"] == "champion" and ready.json()["photo_scoring"] is False
+    assert ready.status_code == 200 and ready.json() == {"status": "ready", "problems": []}
+    status = client.get("/v1/status", headers=auth).json()
+    assert status["model"]["alias"] == "champion" and status["photo_scoring"] is False
     spec = client.get("/openapi.json").json()
     assert {"/v1/scores", "/v1/scores/photo", "/v1/scores/{score_id}", "/healthz", "/readyz"} <= set(spec["paths"])
     r = client.get("/healthz")

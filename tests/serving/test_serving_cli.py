@@ -70,3 +70,31 @@ def test_cli_serve_token_prints_once_and_stores_hash(workspace, capsys):
     path = workspace.root / "serving" / "tokens.json"
     assert "only its hash is stored" in cap.err and token not in path.read_text()
     assert TokenStore.load(file=path).authenticate(token).name == "lab-1"
+
+
+def test_cli_serve_token_scopes_list_and_revoke(workspace, capsys):
+    from serving.auth import TokenStore
+
+    root = ["--workspace", str(workspace.root)]
+    assert main(["serve", "token", "auditor", "--scope", "read", *root]) == 0
+    token = capsys.readouterr().out.strip()
+    path = workspace.root / "serving" / "tokens.json"
+    assert TokenStore.load(file=path).authenticate(token).scopes == {"read"}
+    assert main(["serve", "token", "bad", "--scope", "admin", *root]) != 0
+    assert "token scope admin is not known" in capsys.readouterr().err
+    assert main(["serve", "token", "auditor", "--revoke", *root]) == 0
+    assert "revoked token 'auditor'" in capsys.readouterr().err
+    assert TokenStore.load(file=path).authenticate(token) is None
+    assert main(["serve", "tokens", *root]) == 0
+    listed = capsys.readouterr().out
+    assert "auditor  read  created " in listed and "revoked " in listed and token not in listed
+
+
+def test_cli_serve_tls_options_go_together(workspace, tmp_path, capsys):
+    cert = tmp_path / "cert.pem"
+    cert.write_text("not checked before the pair is complete")
+    assert main(["serve", "--tls-cert", str(cert), "--workspace", str(workspace.root)]) != 0
+    assert "give --tls-cert and --tls-key together" in capsys.readouterr().err
+    assert main(["serve", "--tls-cert", str(cert), "--tls-key", str(tmp_path / "nope.pem"),
+                 "--workspace", str(workspace.root)]) != 0
+    assert "nope.pem: no such file" in capsys.readouterr().err

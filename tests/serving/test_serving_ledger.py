@@ -86,6 +86,21 @@ def test_ledger_triggers_refuse_update_and_delete(tmp_path):
         con.execute("DELETE FROM ledger WHERE seq = 1")
 
 
+def test_ledger_triggers_keep_the_head(tmp_path):
+    # the head moves with each insert (no UPDATE needed by the writer), an insert must extend it,
+    # and the head row cannot be deleted
+    led = _filled(tmp_path / "l.db", 2)
+    con = sqlite3.connect(tmp_path / "l.db")
+    assert con.execute("SELECT seq FROM ledger_head").fetchone() == (2,)
+    with pytest.raises(sqlite3.IntegrityError, match="must extend the head"):
+        con.execute("INSERT INTO ledger (seq, score_id, patient_id, created_at, prev_hash, hash, body) "
+                    "VALUES (7, 'x', 'p', 't', 'a', 'b', '{}')")
+    with pytest.raises(sqlite3.IntegrityError, match="kept by the ledger"):
+        con.execute("DELETE FROM ledger_head")
+    con.close()
+    assert led.verify().ok
+
+
 def test_ledger_verify_catches_edited_body(tmp_path):
     path = tmp_path / "l.db"
     _filled(path).close()

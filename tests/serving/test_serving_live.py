@@ -49,7 +49,7 @@ def test_live_server_concurrent_clients_one_unbroken_chain(champion_registry, fe
 
         with concurrent.futures.ThreadPoolExecutor(16) as pool:
             responses = [r for rs in pool.map(call, ids) for r in rs]
-        ready = httpx.get(f"{base}/readyz").json()
+        ready = httpx.get(f"{base}/v1/status", headers={"Authorization": f"Bearer {TOKEN}"}).json()
     assert [r.status_code for r in responses] == [200] * 120
     score_ids = {r.json()["score_id"] for r in responses}
     assert len(score_ids) == 120

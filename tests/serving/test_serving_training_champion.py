@@ -54,4 +54,11 @@ def test_serves_the_promoted_training_champion(champion_registry, params, repo_r
     assert [s["days"] for s in body["survival"]] == list(quick.training.horizons_days)
     rec = ledger.get(body["score_id"]).record
     assert rec["model"]["alias"] == "champion" and rec["inputs"]["feature_values"]["hor_th"] in ("yes", "no")
+    # the score's lineage names the artifact manifest the served files were verified against
+    from mlflow import MlflowClient
+
+    from training.integrity import DIGEST_TAG
+
+    tags = MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version(r.model_name, model.version).tags
+    assert rec["model"]["artifacts_sha256"] == model.artifacts_sha256 == tags[DIGEST_TAG]
     ledger.close()

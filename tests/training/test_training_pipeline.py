@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -58,6 +60,34 @@ def test_registered_versions_are_challengers_with_signatures(trained, mlflow_sto
         assert float(mv.tags["test.c_index"]) == pytest.approx(res.evaluations[mv.tags["facesurv.model"]].point["c_index"])
 
 
+def test_registered_versions_record_artifact_manifests(trained, mlflow_store):
+    """Every registered version carries the sha256 of each of its logged files; the run logs them too."""
+    from urllib.parse import unquote, urlparse
+
+    from mlflow import MlflowClient
+
+    from training.integrity import DIGEST_TAG, recorded_manifest, tree_manifest
+
+    res, _ = trained
+    client = MlflowClient(tracking_uri=mlflow_store[0], registry_uri=mlflow_store[0])
+    assert set(res.artifact_digests) == set(res.model_versions)
+    for name, version in res.model_versions.items():
+        mv = client.get_model_version(name, version)
+        files, digest = recorded_manifest(mv.tags, label=name)
+        assert digest == res.artifact_digests[name]
+        store = Path(unquote(urlparse(client.get_model_version_download_uri(name, version)).path))
+        assert tree_manifest(store) == files
+        assert {"MLmodel", "served_model.py", "artifacts/model/model.json"} <= set(files)
+        assert not any(f.endswith(".pkl") for f in files)
+        run = client.get_run(mv.run_id)
+        assert run.data.tags[DIGEST_TAG] == digest
+        assert "artifact_manifest.json" in {a.path for a in client.list_artifacts(mv.run_id)}
+    fusion_files = recorded_manifest(client.get_model_version("test-prognosis", res.served_version).tags,
+                                     label="fusion")[0]
+    assert {"artifacts/model/members/coxnet_latent/model.json",
+            "artifacts/model/members/coxph_clinical/preprocessor.json"} <= set(fusion_files)
+
+
 def test_served_pyfunc_contract(trained, mlflow_store, cohort_df, fast_params):
     import mlflow
 
@@ -112,6 +142,8 @@ def test_promotion_rules_and_records(trained, cohort_df, mlflow_store, fast_para
     # same data with latents: the champion is re-scored on the same patients, the weaker challenger is kept
     res3 = train(cohort_df, params=weak, tracking_uri=uri, artifact_root=art, split_path=split_path)
     champ_c = res3.champion_comparison["metrics"]["c_index"]
+    # re-scored through the verified load: the comparison names the manifest it checked
+    assert res3.champion_comparison["artifacts_sha256"] == res.artifact_digests["test-prognosis"]
     assert champ_c == pytest.approx(res.evaluations["fusion"].point["c_index"])
     kept = promote(**kw)
     assert not kept.promoted and kept.champion_version == res.served_version
