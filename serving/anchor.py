@@ -285,22 +285,3 @@ def anchor_settings(ws: Any, params: Any) -> AnchorSettings:
 
     return AnchorSettings(key_path=place(s.anchor_key, "anchor.key"),
                           anchor_file=place(s.anchor_file, "anchors.jsonl"), every=s.anchor_every)
-
-
-def anchor_at_shutdown(app: Any, ledger: Any) -> None:
-    """Anchor the ledger when the app stops, after the app's own shutdown has committed the
-    last batch (wraps the FastAPI app's lifespan; app.py stays unaware)."""
-    import asyncio
-    import contextlib
-
-    inner = app.router.lifespan_context
-
-    @contextlib.asynccontextmanager
-    async def lifespan(a: Any):
-        try:
-            async with inner(a) as state:
-                yield state
-        finally:
-            await asyncio.to_thread(ledger.checkpoint_quietly, "shutdown")
-
-    app.router.lifespan_context = lifespan

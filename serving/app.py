@@ -226,7 +226,9 @@ def create_app(*, scorer: Scorer, ledger: Ledger, tokens: TokenStore, settings: 
         try:
             yield
         finally:
-            await batcher.stop()
+            await batcher.stop()  # commits the last batch, which the shutdown anchor then covers
+            if getattr(ledger, "anchors_at_shutdown", False):
+                await asyncio.to_thread(ledger.checkpoint_quietly, "shutdown")
 
     app = FastAPI(
         title="facesurv risk scores", version="1",

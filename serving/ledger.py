@@ -25,6 +25,8 @@ the chain.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import json
 import logging
 import sqlite3
 import threading
@@ -80,8 +82,6 @@ class LedgerEntry:
 
 
 def _now() -> str:
-    import datetime as dt
-
     return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
 
 
@@ -98,8 +98,6 @@ def _seal(seq: int, prev_hash: str, record: dict[str, Any], created_at: str) -> 
 
 
 def _entry(row: Sequence[Any]) -> LedgerEntry:
-    import json
-
     seq, score_id, _patient, created_at, prev_hash, hash_, body = row[:7]
     return LedgerEntry(int(seq), score_id, created_at, prev_hash, hash_, json.loads(body)["record"])
 
@@ -183,6 +181,11 @@ class LedgerBase:
     # -- anchoring ----------------------------------------------------------------------
     def _can_anchor(self) -> bool:
         return self.key is not None and self.key.can_sign and self.anchor_log is not None
+
+    @property
+    def anchors_at_shutdown(self) -> bool:
+        """Whether the server should take a checkpoint when it stops (a signing, anchoring writer)."""
+        return self._can_anchor()
 
     def checkpoint(self, reason: str) -> Anchor | None:
         """Sign the current (seq, hash) into the anchors file, after checking every record since the

@@ -77,7 +77,7 @@ def build_server(ws: Workspace, params: Params, *, env: dict[str, str] | None = 
 
     read_features: "feast" (the workspace's feature repo) or a FeatureReader to use instead.
     """
-    from serving.anchor import anchor_at_shutdown, anchor_settings
+    from serving.anchor import anchor_settings
     from serving.app import create_app
     from serving.ledger import open_ledger
     from serving.privacy import PSEUDONYM_KEY_ENV, load_pseudonym_key
@@ -117,7 +117,6 @@ def build_server(ws: Workspace, params: Params, *, env: dict[str, str] | None = 
     app = create_app(scorer=scorer, ledger=ledger, tokens=tokens, settings=params.serving, pseudonym_key=key,
                      clinical_base=params.cohort.base, age_range=(params.contracts.age_min, params.contracts.age_max),
                      upload_dir=upload_dir(ws), max_batch=params.serving.max_batch)
-    anchor_at_shutdown(app, ledger)
     return Server(app=app, ledger=ledger, ledger_location=ledger.describe(),
                   model=f"{model.name} v{model.version} (@{model.alias}, run {model.run_id})",
                   generated_token=generated, notes=notes)

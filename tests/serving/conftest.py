@@ -56,8 +56,9 @@ def make_app(champion, feature_reader, params, tmp_path, repo_root):
 
     opened = []
 
-    def build(*, read_features=feature_reader, embed_photo=None, upload_dir=None, tokens=None, **serving):
-        ledger = SQLiteLedger(tmp_path / f"ledger-{len(opened)}.db")
+    def build(*, read_features=feature_reader, embed_photo=None, upload_dir=None, tokens=None, ledger=None,
+              **serving):
+        ledger = ledger or SQLiteLedger(tmp_path / f"ledger-{len(opened)}.db")
         opened.append(ledger)
         ctx = LineageContext(code_version=git_sha(repo_root), params_hash=params.params_hash,
                              photo_data=dvc_photo_version(tmp_path / "data"))

@@ -17,7 +17,7 @@ import stat
 import pytest
 
 from facesurv.errors import ConfigError
-from serving.anchor import Anchor, AnchorLog, AnchorSettings, LedgerKey, anchor_at_shutdown
+from serving.anchor import Anchor, AnchorLog, AnchorSettings, LedgerKey
 from serving.ledger import (
     GENESIS,
     LedgerTampered,
@@ -278,13 +278,11 @@ def test_server_anchors_every_n_appends_and_at_close(tmp_path):
     assert len(AnchorLog(s.anchor_file).read()[0]) == 3
 
 
-def test_the_app_anchors_at_shutdown(tmp_path, settings):
-    from fastapi import FastAPI
+def test_the_app_anchors_at_shutdown(tmp_path, settings, make_app):
     from fastapi.testclient import TestClient
 
     led = _signed(tmp_path / "l.db", settings, 2)
-    app = FastAPI()
-    anchor_at_shutdown(app, led)
+    app, _ = make_app(ledger=led)
     with TestClient(app):
         led.append(_record(3))
     assert [a.reason for a in AnchorLog(settings.anchor_file).read()[0]] == ["shutdown"]
