@@ -24,6 +24,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -117,6 +118,19 @@ def load_photo(path: str | os.PathLike, *, resolution: int, root: str | os.PathL
         raise ValueError("not a readable image (unknown or corrupt format)") from None
     except (OSError, SyntaxError, Image.DecompressionBombError) as exc:
         raise ValueError(f"cannot decode image: {exc}") from None
+    return generator_input(rgb, resolution=resolution)
+
+
+def generator_input(image: Any, *, resolution: int) -> np.ndarray:
+    """A square aligned RGB photo -> (3, resolution, resolution) float32 in [-1, 1].
+
+    image: a PIL RGB image or an (S, S, 3) uint8 array. Lanczos resize when the size differs.
+    The one preprocessing of every projected photo: the batch driver, the nightly flow and
+    photo scoring all call it, so an uploaded photo gets the latent the flow would give it.
+    """
+    from PIL import Image
+
+    rgb = image if isinstance(image, Image.Image) else Image.fromarray(np.ascontiguousarray(image, np.uint8), "RGB")
     if rgb.width != rgb.height:
         raise ValueError(f"image is {rgb.width}x{rgb.height}; projection needs square aligned photos "
                          "(run `facesurv align` first)")

@@ -273,7 +273,9 @@ def project_batch(ws: Workspace, params: Params, items: list[dict[str, Any]]) ->
     res = project(G, images, **p.project_options(), perceptual=perceptual, seed=seeds, device=device,
                   mixed_precision=p.mixed_precision, stats=latent_stats(G, info.sha256, p, device=device))
     checkpoint("project:batch-computed")
-    lat = np.asarray(res.latents, dtype=np.float32)  # ProjectionResult holds numpy arrays
+    from features.latents import feature_latents
+
+    lat = feature_latents(res.latents, space=p.space)  # w+: the layer mean, one 512-d vector per photo
 
     def col(name: str) -> list[float]:
         return [float(x) for x in np.asarray(getattr(res, name))]

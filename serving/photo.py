@@ -1,8 +1,10 @@
 """A new photo -> aligned crop -> projected latent, with the models loaded once per server.
 
 Uses the same settings as the nightly embedding flow (params.align, params.generator,
-params.projection) and keys the projection seed by the photo's sha256 as the batch
-projection does, so an uploaded photo gets the latent the flow would give it.
+params.projection), the same preprocessing (embedding.project_batch.generator_input) and
+w+ reduction (features.latents.feature_latents), and keys the projection seed by the photo's
+sha256 as the batch projection does, so an uploaded photo gets the latent the flow would give it
+(tests/serving/test_serving_photo_parity.py checks it).
 """
 
 from __future__ import annotations
@@ -57,11 +59,11 @@ class PhotoPipeline:
 
     def __call__(self, image: bytes) -> EmbeddedPhoto:
         import numpy as np
-        import torch
-        import torch.nn.functional as F
 
         from embedding.align import align_bytes
+        from embedding.project_batch import generator_input
         from embedding.projection import project, stable_seed
+        from features.latents import feature_latents
 
         sha = hashlib.sha256(image).hexdigest()
         p = self.params.projection
@@ -69,11 +71,8 @@ class PhotoPipeline:
             outcome = align_bytes(image, aligner=self.aligner)
             if outcome.status != "aligned":
                 raise PhotoRejected(f"{outcome.reason}: {outcome.message}")
-            crop = torch.from_numpy(np.array(outcome.image, dtype=np.uint8)).permute(2, 0, 1)[None].float()
-            r = self.G.img_resolution
-            if crop.shape[-1] != r:
-                crop = F.interpolate(crop, size=(r, r), mode="area")
-            images = (crop / 127.5 - 1.0).to(self.device)
+            # the nightly flow's preprocessing, call for call: the same photo gets the same latent
+            images = generator_input(outcome.image, resolution=self.G.img_resolution)[None]
             res = project(self.G, images, **p.project_options(), perceptual=self.perceptual,
                           seed=[stable_seed(p.seed, sha)], device=self.device, mixed_precision=p.mixed_precision,
                           stats=self.stats)
@@ -91,7 +90,5 @@ class PhotoPipeline:
                            "perceptual_network": pi.network if pi else None,
                            "perceptual_is_stand_in": pi.is_stand_in if pi else None},
         }
-        latent = res.latents[0]
-        if latent.ndim != 1:  # w+: the model was trained on one vector per photo
-            latent = res.w[0]
+        latent = feature_latents(res.latents, space=p.space)[0]  # the flow's w+ reduction
         return EmbeddedPhoto(latent=[float(x) for x in latent], lineage=lineage)

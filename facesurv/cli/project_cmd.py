@@ -98,10 +98,12 @@ def latents_table(run, *, space: str, steps: int, loss: str, ginfo, pinfo, setti
     n = len(run.results)
     lat = np.stack([r.latent for r in run.results]) if n else np.zeros((0, latent_dim), np.float32)
     w = np.stack([r.w for r in run.results]) if n else np.zeros((0, latent_dim), np.float32)
+    from features.latents import feature_latents
+
     layers = None
     if space == "w+":
         layers = lat.reshape(n, -1)
-        lat = lat.mean(axis=1) if n else lat.reshape(0, latent_dim)
+        lat = feature_latents(lat, space=space) if n else lat.reshape(0, latent_dim)
     if lat.shape[1] != latent_dim:
         from facesurv.errors import DataError
 

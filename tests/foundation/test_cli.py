@@ -49,13 +49,44 @@ def test_init_and_params(tmp_path: Path, capsys) -> None:
     assert printed["cohort"]["base"] == "gbsg2" and len(printed["params_hash"]) == 64
 
 
-def test_workspace_from_environment(tmp_path: Path, capsys, monkeypatch) -> None:
-    assert main(["params"]) != 0 or Path.cwd().joinpath("params.yaml").exists()
+def test_workspace_is_the_flag_then_the_environment_then_the_current_directory(tmp_path: Path, capsys,
+                                                                               monkeypatch) -> None:
+    """Each candidate workspace gets its own cohort.seed, so the printed params say which one was read."""
+    import yaml
+
+    from facesurv.config import load_params
+
+    def make(name: str, seed: int) -> Path:
+        ws = tmp_path / name
+        assert main(["init", str(ws)]) == 0
+        raw = yaml.safe_load((ws / "params.yaml").read_text())
+        raw["cohort"]["seed"] = seed
+        (ws / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+        return ws
+
+    def printed_params(argv: list[str]) -> dict:
+        capsys.readouterr()
+        assert main(argv) == 0
+        return json.loads(capsys.readouterr().out)
+
+    monkeypatch.delenv("FACESURV_WORKSPACE", raising=False)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.chdir(empty)
     capsys.readouterr()
-    ws = tmp_path / "envws"
-    assert main(["init", str(ws)]) == 0
-    monkeypatch.setenv("FACESURV_WORKSPACE", str(ws))
-    assert main(["params"]) == 0
+    # no flag, no variable, no params.yaml here: a one-line usage error naming where it looked
+    assert main(["params"]) == 2
+    assert capsys.readouterr().err == (f"error: {empty.resolve() / 'params.yaml'}: no params.yaml here "
+                                       "(pass --workspace DIR, or run `facesurv init DIR`)\n")
+
+    cwd_ws, env_ws, flag_ws = make("cwd", 11), make("env", 22), make("flag", 33)
+    monkeypatch.chdir(cwd_ws)
+    assert printed_params(["params"])["cohort"]["seed"] == 11
+    monkeypatch.setenv("FACESURV_WORKSPACE", str(env_ws))  # the variable beats the current directory
+    got = printed_params(["params"])
+    assert got["cohort"]["seed"] == 22 and got["params_hash"] == load_params(env_ws / "params.yaml").params_hash
+    # and --workspace beats the variable
+    assert printed_params(["params", "--workspace", str(flag_ws)])["cohort"]["seed"] == 33
 
 
 def test_error_has_no_traceback_but_debug_does(tmp_path: Path) -> None:
