@@ -20,11 +20,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.security import HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 
 from facesurv.clinical_rules import PATIENT_ID_PATTERN, check_clinical_fields, is_valid_id
@@ -45,7 +47,9 @@ _SCORE_ID = re.compile(r"^[0-9a-f]{32}$")
 _PATIENT_ID = PATIENT_ID_PATTERN
 # clinical form fields: names the champion may ask for; values are short scalars
 _FIELD_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-_MULTIPART_SLACK = 64_000  # part headers and the clinical fields around the photo
+_MULTIPART_SLACK = 64_000
+# auto_error off: the gate answers in the API's own error format
+BEARER = HTTPBearer(auto_error=False, description="an API token from `facesurv serve token NAME`")  # part headers and the clinical fields around the photo
 _SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"no-referrer"),
@@ -151,8 +155,8 @@ class _Gate:
         if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        who = self._who(headers.get("authorization", ""))
+        headers = Headers(scope=scope)
+        who = await self._who(Request(scope))
         if isinstance(who, JSONResponse):
             await who(scope, receive, send)
             return
@@ -177,12 +181,12 @@ class _Gate:
 
         await self.app(scope, counted, send)
 
-    def _who(self, authorization: str) -> Principal | JSONResponse:
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+    async def _who(self, request: Request) -> Principal | JSONResponse:
+        creds = await BEARER(request)  # FastAPI's parser; reads the header only, never the body
+        if creds is None or not creds.credentials.strip():
             return _error(401, "missing bearer token: send 'Authorization: Bearer <token>'",
                           headers={"WWW-Authenticate": "Bearer"})
-        who = self.tokens.authenticate(token.strip())
+        who = self.tokens.authenticate(creds.credentials.strip())
         if who is None:
             return _error(401, "unknown or revoked API token", headers={"WWW-Authenticate": "Bearer"})
         wait = self.limiter.acquire(who.name)
@@ -260,8 +264,8 @@ def create_app(*, scorer: Scorer, ledger: Ledger, tokens: TokenStore, settings: 
 
     def allowed(scope: str | None):
         """A dependency: the caller the gate authenticated, refused with 403 without `scope` (None:
-        any scope; the route decides)."""
-        async def check(request: Request) -> Principal:
+        any scope; the route decides). `Security(BEARER)` declares the scheme in the OpenAPI document."""
+        async def check(request: Request, _creds: Any = Security(BEARER)) -> Principal:
             who = getattr(request.state, "principal", None)
             if not isinstance(who, Principal):  # only routes under /v1/ pass the gate
                 raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})

@@ -209,3 +209,14 @@ def test_photo_patient_id_with_a_trailing_newline_is_refused(make_app, auth):
         r = c.post("/v1/scores/photo", files={"photo": ("a.png", _png(), "image/png")},
                    data={"patient_id": "p1\n", **GOOD}, headers=auth)
     assert r.status_code == 422 and "patient_id" in r.json()["error"]["message"]
+
+
+def test_the_openapi_document_declares_the_bearer_scheme_on_v1_routes(make_app):
+    app, _ = make_app()
+    spec = app.openapi()
+    assert spec["components"]["securitySchemes"]["HTTPBearer"] == {
+        "type": "http", "scheme": "bearer", "description": "an API token from `facesurv serve token NAME`"}
+    for path, method in [("/v1/scores", "post"), ("/v1/scores/photo", "post"), ("/v1/scores/{score_id}", "get"),
+                         ("/v1/status", "get")]:
+        assert spec["paths"][path][method]["security"] == [{"HTTPBearer": []}], path
+    assert "security" not in spec["paths"]["/readyz"]["get"]
