@@ -16,8 +16,12 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from embedding.stylegan2.generator import Generator
 
 ImageFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -48,7 +52,7 @@ def _jtj_product(fn: ImageFn, points: torch.Tensor, v: torch.Tensor, batch_size:
             p = points[start:start + batch_size]
             tangent = v.expand_as(p).contiguous()
             jv = _jvp(fn, p, tangent)
-            _, vjp_fn = torch.func.vjp(fn, p)
+            vjp_fn = torch.func.vjp(fn, p)[1]  # (output, vjp_fn)
             (jtjv,) = vjp_fn(jv)
             total += jtjv.sum(dim=0)
             sq += float(jv.pow(2).sum())
@@ -57,8 +61,7 @@ def _jtj_product(fn: ImageFn, points: torch.Tensor, v: torch.Tensor, batch_size:
 
 def _jvp(fn: ImageFn, p: torch.Tensor, tangent: torch.Tensor) -> torch.Tensor:
     try:
-        _, jv = torch.func.jvp(fn, (p,), (tangent,))
-        return jv
+        return torch.func.jvp(fn, (p,), (tangent,))[1]  # (output, J tangent)
     except (NotImplementedError, RuntimeError) as exc:
         if "forward" not in str(exc).lower():
             raise
@@ -126,7 +129,7 @@ def top_jtj_direction(
                      iterations=it, converged=converged)
 
 
-def synthesis_options(G: torch.nn.Module) -> dict[str, bool]:
+def synthesis_options(G: Generator) -> dict[str, bool]:
     """Keyword options for G.synthesis on batches: the unfused modulated convolution (one
     shared-weight conv instead of a grouped conv per sample) when the generator offers it;
     same images to float rounding, about 10% less CPU for the power iteration at res 32
@@ -138,7 +141,7 @@ def synthesis_options(G: torch.nn.Module) -> dict[str, bool]:
     return {"fused": False} if "fused" in params else {}
 
 
-def broadcast_synthesis(G: torch.nn.Module, *, noise_mode: str = "const") -> ImageFn:
+def broadcast_synthesis(G: Generator, *, noise_mode: str = "const") -> ImageFn:
     """w (n, w_dim) -> images (n, 3, R, R): one w for every synthesis layer."""
     opts = synthesis_options(G)
 
@@ -148,7 +151,7 @@ def broadcast_synthesis(G: torch.nn.Module, *, noise_mode: str = "const") -> Ima
     return fn
 
 
-def full_generator(G: torch.nn.Module, *, truncation_psi: float = 1.0, noise_mode: str = "const") -> ImageFn:
+def full_generator(G: Generator, *, truncation_psi: float = 1.0, noise_mode: str = "const") -> ImageFn:
     """z (n, z_dim) -> images (n, 3, R, R) through mapping and synthesis."""
     opts = synthesis_options(G)
 
@@ -159,7 +162,7 @@ def full_generator(G: torch.nn.Module, *, truncation_psi: float = 1.0, noise_mod
 
 
 def generator_direction(
-    G: torch.nn.Module,
+    G: Generator,
     *,
     space: str = "w",
     samples: int = 64,

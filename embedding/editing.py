@@ -9,9 +9,13 @@ deviations of the cohort along d" into such amounts.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from embedding.stylegan2.generator import Generator
 
 
 def _tensor(x: torch.Tensor | np.ndarray | Sequence[float]) -> torch.Tensor:
@@ -52,7 +56,7 @@ def edit_latents(
 
 
 def render(
-    G: torch.nn.Module,
+    G: Generator,
     latents: torch.Tensor,
     *,
     space: str = "w",
@@ -80,7 +84,7 @@ def render(
 
 
 def edit_grid(
-    G: torch.nn.Module,
+    G: Generator,
     latents: torch.Tensor | np.ndarray,
     direction: torch.Tensor | np.ndarray,
     amounts: Sequence[float] | torch.Tensor | np.ndarray,

@@ -31,6 +31,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -74,6 +75,8 @@ class BlurPool(nn.Module):
     Matches the blur-pool of the shift-tolerant network (Zhang 2019 with the 'pad more'
     variant); the filter is a buffer so the checkpoint's copy is loaded and checked.
     """
+
+    filt: torch.Tensor  # buffer
 
     def __init__(self, channels: int) -> None:
         super().__init__()
@@ -129,6 +132,10 @@ class PerceptualDistance(nn.Module):
     or `distance(a, b)` -> (N,). Images are (N, 3, H, W) float in [-1, 1], H == W.
     """
 
+    shift: torch.Tensor  # buffers
+    scale: torch.Tensor
+    lins: nn.ModuleList | None  # of nn.Conv2d, one per tap (stlpips only)
+
     def __init__(self, *, network: str, resize: int = 256) -> None:
         super().__init__()
         if network not in NETWORKS:
@@ -173,7 +180,8 @@ class PerceptualDistance(nn.Module):
             f = f * torch.rsqrt(f.square().sum(dim=1, keepdim=True) + 1e-20)
             area = f.shape[2] * f.shape[3]
             if self.lins is not None:
-                f = f * torch.sqrt(self.lins[k].weight.view(1, -1, 1, 1).float() / area)
+                lin = cast(nn.Conv2d, self.lins[k])
+                f = f * torch.sqrt(lin.weight.view(1, -1, 1, 1).float() / area)
             else:
                 f = f * (1.0 / math.sqrt(area))
             flat.append(f.flatten(1))
@@ -291,7 +299,7 @@ def load_perceptual(network: str = "stlpips", vgg16_path: str | os.PathLike | No
         if tuple(value.shape) != tuple(expected[key].shape):
             raise ValueError(f"{path}: {key} has shape {tuple(value.shape)}, expected {tuple(expected[key].shape)}")
     net.load_state_dict({k: v.float() for k, v in mapped.items()}, strict=True)
-    if net.lins is not None and any(float(lin.weight.min()) < 0 for lin in net.lins):
+    if net.lins is not None and any(float(cast(nn.Conv2d, lin).weight.min()) < 0 for lin in net.lins):
         raise ValueError(f"{path}: LPIPS linear heads must be non-negative")
     is_stand_in = network == "stlpips"
     description = STAND_IN_DESCRIPTION if is_stand_in else f"ImageNet VGG-16 (torchvision format) from {path}"

@@ -142,13 +142,14 @@ def generator_input(image: Any, *, resolution: int) -> np.ndarray:
 
 def _write_shard(path: Path, arrays: Mapping[str, np.ndarray], meta: Mapping[str, object]) -> None:
     buf = io.BytesIO()
-    np.savez(buf, meta=np.array(json.dumps(dict(meta))), **arrays)
+    # the array names are result fields, never savez's allow_pickle; numpy's stub cannot know that
+    np.savez(buf, meta=np.array(json.dumps(dict(meta))), **arrays)  # type: ignore[arg-type]
     write_bytes_atomic(path, buf.getvalue())
 
 
-def _read_shards(shard_dir: Path, key: str, warn: Callable[[str], None]) -> dict[str, dict[str, object]]:
-    """photo sha256 -> stored row, from every readable shard of this run key."""
-    found: dict[str, dict[str, object]] = {}
+def _read_shards(shard_dir: Path, key: str, warn: Callable[[str], None]) -> dict[str, dict[str, Any]]:
+    """photo sha256 -> stored row (field -> numpy array or scalar), from every readable shard of this run key."""
+    found: dict[str, dict[str, Any]] = {}
     for path in sorted(shard_dir.glob(f"shard-{key[:16]}-*.npz")):
         try:
             with np.load(path, allow_pickle=False) as data:
@@ -171,7 +172,7 @@ def project_photos(
     *,
     shard_dir: str | os.PathLike,
     generator_sha256: str,
-    settings: Mapping[str, object],
+    settings: Mapping[str, Any],
     batch_size: int,
     seed: int,
     perceptual=None,
@@ -240,7 +241,7 @@ def project_photos(
     pending = list(pending_by_hash.items())
     failed_hashes: set[str] = set()
     # w_avg and friends depend only on G: drawn once per run, not once per batch
-    stats = latent_statistics(G, samples=int(settings.get("w_avg_samples", 10000)),  # type: ignore[call-overload]
+    stats = latent_statistics(G, samples=int(settings.get("w_avg_samples", 10000)),
                               device=device) if pending else None
     for start in range(0, len(pending), batch_size):
         chunk = pending[start:start + batch_size]

@@ -197,7 +197,7 @@ class ProjectionParams:
                         "noise_ramp_length", "lr_rampdown_length", "lr_rampup_length", "noise_mode", "z_init",
                         "w_avg_samples", "mse_weight", "batch_multiple", "clamp_output")
 
-    def project_options(self) -> dict[str, object]:
+    def project_options(self) -> dict[str, Any]:
         """Keyword arguments for embedding.projection.project (all but seed, device, mixed_precision and the inputs)."""
         return {name: getattr(self, name) for name in self._PROJECT_OPTIONS}
 

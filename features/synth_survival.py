@@ -46,7 +46,7 @@ class WeibullPH:
         years = (-np.log(u) / (self.scale * np.exp(lp))) ** (1.0 / self.shape)
         return years * DAYS_PER_YEAR
 
-    def describe(self) -> dict[str, float | int | list[float]]:
+    def describe(self) -> dict[str, str | float | int | list[float]]:
         return {"model": "weibull_ph", "scale_per_year": round(self.scale, 6), "shape": round(self.shape, 6),
                 "beta": [round(float(b), 6) for b in self.beta], "n": self.n, "events": self.events}
 

@@ -20,8 +20,12 @@ import os
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from facesurv.errors import DataError, FacesurvError
+
+if TYPE_CHECKING:
+    from dvc.repo import Repo
 
 REMOTE_NAME = "storage"
 _GITIGNORE_EXTRA = (".facesurv-run.lock", ".facesurv-run.holder.json")
@@ -58,7 +62,7 @@ def _git(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProc
     return proc
 
 
-def _dvc_repo_class() -> type:
+def _dvc_repo_class() -> type[Repo]:
     """dvc.repo.Repo, with DVC's console handlers taken off its loggers.
 
     `import dvc` binds stream handlers to whatever sys.stdout/sys.stderr are at that moment

@@ -29,7 +29,7 @@ def _save(img: np.ndarray, path: Path, *, upscale: int = UPSCALE) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     im = Image.fromarray(img)
     if upscale > 1:
-        im = im.resize((im.width * upscale, im.height * upscale), Image.NEAREST)
+        im = im.resize((im.width * upscale, im.height * upscale), Image.Resampling.NEAREST)
     im.save(path)
 
 
@@ -67,7 +67,7 @@ def make_figures(ws: Workspace, params: Params, cohort_dir: Path, report_dir: Pa
     recon = to_uint8(render(G, torch.from_numpy(lat[pick]), space=space))
     res = G.img_resolution
     photos = [np.asarray(Image.open(_photo_path(ws, cohort_dir, photo_of[frame["patient_id"].iloc[i]]))
-                         .convert("RGB").resize((res, res), Image.LANCZOS)) for i in pick]
+                         .convert("RGB").resize((res, res), Image.Resampling.LANCZOS)) for i in pick]
     grid = torch.from_numpy(np.stack([np.stack(photos), recon]).astype(np.float32) / 127.5 - 1).permute(1, 0, 4, 2, 3)
     _save(tile(grid), fig_dir / "pairs.png")
     figs[f"photo (left) and reconstruction from the recovered latent (right), {len(pick)} patients{stand_in}"] = \

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from facesurv.errors import ConfigError
+from serving.canonical import canonical_json
 
 _ENTRY_DOMAIN = b"facesurv-ledger-record/v1\n"  # keeps a record signature from passing as an anchor's
 ANCHOR_KIND = "facesurv-ledger-anchor/v1"
@@ -159,8 +160,6 @@ class Anchor:
     sig: str = ""
 
     def payload(self) -> bytes:
-        from serving.ledger_check import canonical_json
-
         body = {"kind": ANCHOR_KIND, **dataclasses.asdict(self)}
         body.pop("sig")
         return canonical_json(body).encode("utf-8")

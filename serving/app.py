@@ -17,6 +17,7 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -196,11 +197,12 @@ class _Gate:
         return who
 
 
-_ERRORS = {401: {"model": ErrorResponse, "description": "Missing or unknown bearer token"},
-           403: {"model": ErrorResponse, "description": "The token's scope does not allow this"},
-           413: {"model": ErrorResponse, "description": "Request body over the limit"},
-           422: {"model": ErrorResponse, "description": "Invalid input (the message names it)"},
-           429: {"model": ErrorResponse, "description": "Rate limit for this token exceeded"}}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorResponse, "description": "Missing or unknown bearer token"},
+    403: {"model": ErrorResponse, "description": "The token's scope does not allow this"},
+    413: {"model": ErrorResponse, "description": "Request body over the limit"},
+    422: {"model": ErrorResponse, "description": "Invalid input (the message names it)"},
+    429: {"model": ErrorResponse, "description": "Rate limit for this token exceeded"}}
 
 
 def create_app(*, scorer: Scorer, ledger: Ledger, tokens: TokenStore, settings: ServingParams,
@@ -215,7 +217,7 @@ def create_app(*, scorer: Scorer, ledger: Ledger, tokens: TokenStore, settings: 
     model's base cohort, params.contracts' age range).
     """
     limiter = RateLimiter(settings.rate_limit_per_minute)
-    def _record(results: list[Any]) -> list[Any]:
+    def _record(results: Sequence[Any]) -> list[Any]:
         records = [r for r in results if not isinstance(r, Exception)]
         entries = iter(ledger.append_many(records)) if records else iter(())
         return [r if isinstance(r, Exception) else (r, next(entries)) for r in results]

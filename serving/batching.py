@@ -72,7 +72,7 @@ class MicroBatcher:
                 fut.set_result(res)
 
     async def _commit_then_settle(self, batch: list, scored: list[Any], started: float) -> None:
-        assert self._slots is not None
+        assert self._slots is not None and self._commit is not None  # _run only commits when there is a commit stage
         try:
             results = await asyncio.get_running_loop().run_in_executor(self._commit_pool, self._commit, scored)
         except Exception as exc:  # noqa: BLE001 - the commit failed: every caller of the batch gets it

@@ -24,18 +24,24 @@ the chain.
 
 from __future__ import annotations
 
-import dataclasses
-import datetime as dt
-import json
-import logging
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from facesurv.errors import ConfigError, FacesurvError, NotAvailableError
-from serving.anchor import Anchor, AnchorLog, LedgerKey, create_private_file, entry_message, tighten
+from facesurv.errors import ConfigError, NotAvailableError
+from serving.anchor import AnchorLog, LedgerKey, create_private_file, tighten
+from serving.ledger_base import (  # noqa: F401 - re-exported: the ledger's public names
+    BASE_COLUMNS,
+    COLUMNS,
+    HEAD_MISSING,
+    LedgerBase,
+    LedgerEntry,
+    LedgerTampered,
+    TamperedRecord,
+    log,
+    missing_trigger,
+)
 from serving.ledger_check import (  # noqa: F401 - re-exported: the ledger's public names
     GENESIS,
     MAX_PROBLEMS,
@@ -45,270 +51,7 @@ from serving.ledger_check import (  # noqa: F401 - re-exported: the ledger's pub
     record_problems,
     sha256_text,
 )
-
-log = logging.getLogger("facesurv.ledger")
-BASE_COLUMNS = "seq, score_id, patient_id, created_at, prev_hash, hash, body"
-COLUMNS = BASE_COLUMNS + ", sig"
-HEAD_MISSING = ("the ledger head row is missing (deleted outside facesurv), so appends cannot continue: "
-                 "run `facesurv audit verify` and restore the ledger from a backup")
-
-
-class LedgerTampered(FacesurvError):
-    """The ledger fails a check: records edited, deleted or forged outside facesurv."""
-
-    exit_code = 1
-
-
-class TamperedRecord(LedgerTampered):
-    """A record read back fails its own check (hash, columns, link, signature)."""
-
-    def __init__(self, score_id: str, seq: int, reason: str) -> None:
-        self.score_id, self.seq, self.reason = score_id, seq, reason
-        super().__init__(f"score {score_id} (ledger seq {seq}) failed verification: {reason}; "
-                         "run `facesurv audit verify`")
-
-
-@dataclasses.dataclass(frozen=True)
-class LedgerEntry:
-    seq: int
-    score_id: str
-    created_at: str
-    prev_hash: str
-    hash: str
-    record: dict[str, Any]
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
-
-
-def _check_record(record: dict[str, Any]) -> None:
-    for key in ("score_id", "patient_id"):
-        if not isinstance(record.get(key), str) or not record[key]:
-            raise ValueError(f"ledger record needs a non-empty string {key!r}")
-
-
-def _seal(seq: int, prev_hash: str, record: dict[str, Any], created_at: str) -> tuple[str, str]:
-    body = canonical_json({"seq": seq, "score_id": record["score_id"], "created_at": created_at,
-                           "prev_hash": prev_hash, "record": record})
-    return body, sha256_text(body)
-
-
-def _entry(row: Sequence[Any]) -> LedgerEntry:
-    seq, score_id, _patient, created_at, prev_hash, hash_, body = row[:7]
-    return LedgerEntry(int(seq), score_id, created_at, prev_hash, hash_, json.loads(body)["record"])
-
-
-def _reason(problem: str) -> str:
-    return problem.split(": ", 1)[1] if problem.startswith("seq ") else problem
-
-
-class LedgerBase:
-    """The chain logic; subclasses supply the connection, SQL dialect, chain lock and guards."""
-
-    _lock: threading.Lock
-    _p: str                 # the SQL placeholder
-    _t: str                 # the records table
-    _h: str                 # the head table
-    _cols: str              # the columns read (sig as NULL on a ledger from before signing)
-    read_only: bool
-
-    def _anchoring(self, key: LedgerKey | None, anchor_log: AnchorLog | None, anchor_every: int) -> None:
-        self.key, self.anchor_log, self.anchor_every = key, anchor_log, anchor_every
-        self._anchor_lock = threading.Lock()
-        self._since_anchor = 0
-        self._anchors = self._valid_anchors()
-
-    def _valid_anchors(self) -> list[Anchor]:
-        if self.key is None or self.anchor_log is None:
-            return []
-        anchors, _ = self.anchor_log.read()
-        return [a for a in anchors if a.check_signature(self.key) is None]
-
-    # -- backend hooks ------------------------------------------------------------------
-    def _read(self, *queries: tuple[str, tuple]) -> list[list[tuple]]:
-        """Run read queries in one consistent snapshot."""
-        raise NotImplementedError
-
-    def _append_locked(self, records: list[dict[str, Any]]) -> list[LedgerEntry]:
-        raise NotImplementedError
-
-    def _guard_problems(self) -> tuple[list[str], bool]:
-        """(missing triggers or tables, head table present)."""
-        raise NotImplementedError
-
-    def describe(self) -> str:
-        raise NotImplementedError
-
-    # -- writing ------------------------------------------------------------------------
-    def append(self, record: dict[str, Any]) -> LedgerEntry:
-        """Write one record (must hold score_id and patient_id); returns it with its hash."""
-        return self.append_many([record])[0]
-
-    def append_many(self, records: Sequence[dict[str, Any]]) -> list[LedgerEntry]:
-        """Write records in order in one transaction (one insert each, one commit)."""
-        for r in records:
-            _check_record(r)
-        if not records:
-            return []
-        if self.read_only:
-            raise ConfigError(f"ledger {self.describe()} is open read-only (for checking): nothing can be appended")
-        with self._lock:
-            entries = self._append_locked(list(records))
-        if self.anchor_every and self._can_anchor():
-            self._since_anchor += len(entries)
-            if self._since_anchor >= self.anchor_every:
-                self._since_anchor = 0
-                self.checkpoint_quietly(f"every {self.anchor_every} appends")
-        return entries
-
-    def _link(self, seq: int, prev: str, records: list[dict[str, Any]]) -> list[tuple[LedgerEntry, tuple]]:
-        sign = self.key.sign if self.key is not None and self.key.can_sign else None
-        out = []
-        for record in records:
-            seq += 1
-            created_at = record.get("time") or _now()
-            body, h = _seal(seq, prev, record, created_at)
-            sig = sign(entry_message(h)) if sign else None
-            out.append((LedgerEntry(seq, record["score_id"], created_at, prev, h, record),
-                        (seq, record["score_id"], record["patient_id"], created_at, prev, h, body, sig)))
-            prev = h
-        return out
-
-    # -- anchoring ----------------------------------------------------------------------
-    def _can_anchor(self) -> bool:
-        return self.key is not None and self.key.can_sign and self.anchor_log is not None
-
-    @property
-    def anchors_at_shutdown(self) -> bool:
-        """Whether the server should take a checkpoint when it stops (a signing, anchoring writer)."""
-        return self._can_anchor()
-
-    def checkpoint(self, reason: str) -> Anchor | None:
-        """Sign the current (seq, hash) into the anchors file, after checking every record since the
-        latest anchor, so an anchor never vouches for a forged record. None: nothing new to anchor.
-        Raises LedgerTampered (and anchors nothing) when that check fails."""
-        if not self._can_anchor():
-            raise ConfigError("anchoring needs the ledger's private key and an anchors file (serving.anchor_key, "
-                              "serving.anchor_file)")
-        assert self.anchor_log is not None and self.key is not None
-        with self._anchor_lock:
-            lines, bad_lines = self.anchor_log.read()
-            valid = [a for a in lines if a.check_signature(self.key) is None]
-            last = max(valid, key=lambda a: a.seq, default=None)
-            from_seq = last.seq if last else 1
-            rows, heads = self._read((f"SELECT {self._cols} FROM {self._t} WHERE seq >= {self._p} ORDER BY seq",
-                                      (from_seq,)), (f"SELECT seq, hash FROM {self._h} WHERE id = 1", ()))
-            start = (from_seq - 1, rows[0][4] if rows and last else GENESIS)
-            # unsigned records (from before signing) are vouched for only by the very first anchor
-            rep = check_chain(rows, heads[0] if heads else None, key=self.key, anchors=[last] if last else [],
-                              start=start, allow_unanchored_legacy=not lines and not bad_lines)
-            if not rep.ok:
-                raise LedgerTampered(f"not anchoring {self.describe()}: {rep.problems[0]} "
-                                     f"({len(rep.problems)} problem(s); run `facesurv audit verify`)")
-            if rep.head_seq == 0 or (last is not None and rep.head_seq == last.seq):
-                return None
-            anchor = Anchor.take(self.key, seq=rep.head_seq, hash=rep.head_hash, reason=reason,
-                                 ledger=self.describe())
-            self.anchor_log.append(anchor)
-            self._anchors.append(anchor)
-            return anchor
-
-    def checkpoint_quietly(self, reason: str) -> Anchor | None:
-        """checkpoint() for the server: a failure is logged, never raised into a request."""
-        try:
-            anchor = self.checkpoint(reason)
-        except Exception as exc:  # noqa: BLE001 - scoring goes on; the log and `audit verify` say why
-            log.error("ledger anchor (%s) not taken: %s", reason, exc)
-            return None
-        if anchor is not None:
-            log.info("ledger anchored at seq %d (%s) in %s", anchor.seq, reason, self.anchor_log.path)
-        return anchor
-
-    # -- reading ------------------------------------------------------------------------
-    def get(self, score_id: str) -> LedgerEntry | None:
-        """The record of a score, checked first; TamperedRecord when it fails (never returned as authentic)."""
-        (rows,) = self._read((f"SELECT {self._cols} FROM {self._t} WHERE score_id = {self._p}", (score_id,)))
-        if not rows:
-            return None
-        self._check_read(rows[0])
-        return _entry(rows[0])
-
-    def _check_read(self, row: Sequence[Any]) -> None:
-        seq, score_id, prev_col, hash_col, sig = int(row[0]), row[1], row[4], row[5], row[7]
-        own, _ = record_problems(row)
-        if own:
-            raise TamperedRecord(score_id, seq, _reason(own[0]))
-        if seq == 1:
-            before = GENESIS
-        else:
-            (prev,) = self._read((f"SELECT hash FROM {self._t} WHERE seq = {self._p}", (seq - 1,)))
-            before = prev[0][0] if prev else None
-        if before != prev_col:
-            raise TamperedRecord(score_id, seq, "the record before it is missing or was changed")
-        if self.key is None:
-            return
-        if sig:
-            if not self.key.verify(entry_message(hash_col), sig):
-                raise TamperedRecord(score_id, seq, "its signature does not verify: it was inserted or rewritten "
-                                     "without the ledger key")
-            return
-        self._check_unsigned(row)
-
-    def _check_unsigned(self, row: Sequence[Any]) -> None:
-        """A record from before signing is authentic only if the chain from it reaches an anchor."""
-        seq, score_id, prev_col = int(row[0]), row[1], row[4]
-        covering = [a for a in self._anchors if a.seq >= seq] or \
-            [a for a in self._valid_anchors() if a.seq >= seq]
-        if not covering:
-            raise TamperedRecord(score_id, seq, "it is not signed and no anchor covers it")
-        anchor = min(covering, key=lambda a: a.seq)
-        (rows,) = self._read((f"SELECT {self._cols} FROM {self._t} WHERE seq >= {self._p} AND seq <= {self._p} "
-                              "ORDER BY seq", (seq, anchor.seq)))
-        rep = check_chain(rows, (anchor.seq, anchor.hash), key=self.key, anchors=[anchor], start=(seq - 1, prev_col))
-        if not rep.ok:
-            raise TamperedRecord(score_id, seq, f"it is not signed and the chain to the {anchor.label()} is broken: "
-                                 + _reason(rep.problems[0]))
-
-    def count(self) -> int:
-        (rows,) = self._read((f"SELECT count(*) FROM {self._t}", ()))
-        return int(rows[0][0])
-
-    def entries(self) -> Iterator[LedgerEntry]:
-        (rows,) = self._read((f"SELECT {self._cols} FROM {self._t} ORDER BY seq", ()))
-        for row in rows:
-            yield _entry(row)
-
-    def verify(self, anchors: Sequence[Anchor] | None = None) -> VerifyReport:
-        """Walk the whole chain: records, links, signatures (with the ledger's key), the head, the
-        protective triggers, and anchors (default: the anchors file's). Reads only."""
-        guards, head_table = self._guard_problems()
-        extra: list[str] = []
-        if anchors is None:
-            anchors, extra = self.anchor_log.read() if self.anchor_log is not None else ([], [])
-        queries = [(f"SELECT {self._cols} FROM {self._t} ORDER BY seq", ())]
-        if head_table:
-            queries.append((f"SELECT seq, hash FROM {self._h} WHERE id = 1", ()))
-        results = self._read(*queries)
-        head = results[1][0] if head_table and results[1] else None
-        return check_chain(results[0], head, key=self.key, anchors=anchors).plus(extra + guards)
-
-    def close(self) -> None:
-        """Anchor what was appended since the latest anchor (when this ledger signs), then close."""
-        if not self.read_only and self._can_anchor():
-            self.checkpoint_quietly("close")
-        with self._lock:
-            self._conn.close()
-
-    _conn: Any
-
-
-def missing_trigger(name: str) -> str:
-    return (f"trigger {name} is missing (dropped by someone with write access): the ledger's own guard is "
-            "off; the server restores it when it next starts as the ledger's owner")
+from serving.ledger_pg import PostgresLedger, grant_serving_role  # noqa: F401 - re-exported
 
 
 class SQLiteLedger(LedgerBase):
@@ -432,15 +175,6 @@ class SQLiteLedger(LedgerBase):
 Ledger = LedgerBase  # SQLiteLedger or serving.ledger_pg.PostgresLedger
 
 
-def __getattr__(name: str) -> Any:
-    # the PostgreSQL half lives in serving/ledger_pg.py; `from serving.ledger import PostgresLedger` still works
-    if name in ("PostgresLedger", "grant_serving_role"):
-        from serving import ledger_pg
-
-        return getattr(ledger_pg, name)
-    raise AttributeError(f"module 'serving.ledger' has no attribute {name!r}")
-
-
 def open_ledger(target: Path | str, *, schema: str = "facesurv_ledger", anchoring: Any = None,
                 read_only: bool = False, key: LedgerKey | None = None) -> Ledger:
     """A ledger from a file path or sqlite:PATH (SQLite), or a postgresql:// URL (schema names its tables).
@@ -450,8 +184,6 @@ def open_ledger(target: Path | str, *, schema: str = "facesurv_ledger", anchorin
     """
     text = str(target)
     if text.startswith(("postgresql://", "postgres://")):
-        from serving.ledger_pg import PostgresLedger
-
         led: Ledger = PostgresLedger(text, schema=schema, read_only=read_only)
     else:
         if text.startswith("sqlite:"):

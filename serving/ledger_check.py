@@ -8,14 +8,12 @@ order. Nothing here touches a database, so the server (reads, checkpoints) and
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
-import hashlib
 import json
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 from serving.anchor import Anchor, LedgerKey, entry_message
+from serving.canonical import canonical_json, sha256_text  # noqa: F401 - re-exported
 
 GENESIS = "0" * 64
 MAX_PROBLEMS = 50
@@ -37,29 +35,6 @@ class VerifyReport:
     def plus(self, problems: Iterable[str]) -> VerifyReport:
         extra = tuple(problems)
         return dataclasses.replace(self, ok=False, problems=self.problems + extra) if extra else self
-
-
-def _jsonable(obj: Any) -> Any:
-    # numpy scalars and arrays without importing numpy here
-    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "shape", None) == ():
-        return obj.item()
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if isinstance(obj, dt.datetime | dt.date):
-        return obj.isoformat()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"ledger record value of type {type(obj).__name__} is not JSON-serialisable")
-
-
-def canonical_json(obj: Any) -> str:
-    """Sorted keys, no whitespace, no NaN: the same record always gives the same text."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False, default=_jsonable)
-
-
-def sha256_text(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def record_problems(row: Sequence[Any]) -> tuple[list[str], str | None]:

@@ -16,7 +16,7 @@ from typing import Any
 
 from facesurv.errors import ConfigError, NotAvailableError
 from serving.anchor import AnchorLog, LedgerKey
-from serving.ledger import (
+from serving.ledger_base import (
     BASE_COLUMNS,
     COLUMNS,
     GENESIS,
@@ -193,8 +193,10 @@ def grant_serving_role(conninfo: str, *, schema: str, role: str) -> None:
         if found and found[0]:
             raise ConfigError(f"role {role} is a superuser: PostgreSQL checks no privileges for it; "
                               "pick a plain role for serving")
-        owner = con.execute("SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = %s",
-                            (schema,)).fetchone()[0]
+        schema_row = con.execute("SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = %s",
+                                 (schema,)).fetchone()
+        assert schema_row is not None  # PostgresLedger(...) above created the schema
+        owner = schema_row[0]
         if owner == role:
             raise ConfigError(f"role {role} owns schema {schema}: an owner can drop its triggers; "
                               "pick another role for serving")

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from facesurv.errors import DataError
 from facesurv.types import check_survival_target
 from training.baseline import breslow, survival_at
 from training.preprocess import Preprocessor
@@ -57,7 +58,12 @@ class SurvivalModel:
         """(n,) log relative hazard; higher means shorter expected survival."""
         return self._log_risk_matrix(self.preprocessor.transform(df))
 
+    def _not_fitted(self) -> DataError:
+        return DataError(f"{self.kind}: the model is not fitted; fit it before predicting")
+
     def survival_from_risk(self, log_risk: np.ndarray, days: np.ndarray) -> np.ndarray:
+        if self.baseline_times_ is None or self.baseline_cumhaz_ is None:
+            raise self._not_fitted()
         return survival_at(self.baseline_times_, self.baseline_cumhaz_, log_risk, days)
 
     def predict_survival(self, df: pd.DataFrame, days: np.ndarray) -> np.ndarray:
@@ -67,6 +73,8 @@ class SurvivalModel:
     def risk_percentile(self, log_risk: np.ndarray) -> np.ndarray:
         """Share (0-100) of the training cohort with a lower or equal risk."""
         ref = self.train_risk_sorted_
+        if ref is None:
+            raise self._not_fitted()
         return 100.0 * np.searchsorted(ref, log_risk, side="right") / len(ref)
 
     def describe(self) -> dict[str, Any]:

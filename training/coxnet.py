@@ -79,6 +79,8 @@ class CoxnetModel(SurvivalModel):
 
         risk(z) = sum_j coef_j (z_j - mean_j) / scale_j, so d risk / d z = coef / scale.
         """
+        if self.coef_ is None:
+            raise self._not_fitted()
         p = self.preprocessor
         n_num = len(p.numeric)
         return self.coef_[n_num:n_num + p.latent_dim_] / p.scales_[n_num:n_num + p.latent_dim_]

@@ -124,7 +124,7 @@ def _check_folds(folds: object, n_events: int, what: str) -> int:
 def _model_plan(training: Any, models: Sequence[str] | None, latent: bool) -> tuple[list[str], list[str]]:
     """(models to report except the fusion, fusion members or [] for no fusion)."""
     explicit = models is not None
-    requested = list(models) if explicit else [*training.models, *([FUSION] if training.fusion_members else [])]
+    requested = list(models) if models is not None else [*training.models, *([FUSION] if training.fusion_members else [])]
     if explicit and not requested:
         raise DataError("cross_fit: models is empty; pass None (training.models and the fusion) or model names")
     known = (*MODEL_NAMES, FUSION)

@@ -8,6 +8,8 @@ optimiser and training data, which a saved model must not carry).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from facesurv.errors import DataError
@@ -98,7 +100,7 @@ class DeepSurvModel(SurvivalModel):
                  batch_norm: bool = True, activation: str = "relu", seed: int = 0) -> None:
         super().__init__(preprocessor, seed=seed)
         self.needs_latent = preprocessor.use_latent
-        self.config = dict(hidden=tuple(hidden), dropout=dropout, lr=lr, weight_decay=weight_decay, epochs=epochs,
+        self.config: dict[str, Any] = dict(hidden=tuple(hidden), dropout=dropout, lr=lr, weight_decay=weight_decay, epochs=epochs,
                            batch_size=batch_size, val_fraction=val_fraction, patience=patience,
                            batch_norm=batch_norm, activation=activation)
         self.net_ = None

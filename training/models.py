@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from facesurv.errors import ConfigError
 from training.base import SurvivalModel
@@ -10,6 +11,9 @@ from training.coxnet import CoxnetModel
 from training.coxph import CoxPHModel
 from training.deepsurv import DeepSurvModel
 from training.preprocess import Preprocessor
+
+if TYPE_CHECKING:
+    from facesurv.config import TrainingParams
 
 MODEL_NAMES = ("coxph_clinical", "deepsurv_clinical", "coxnet_latent", "deepsurv_latent")
 FEATURES = {"coxph_clinical": "clinical", "deepsurv_clinical": "clinical", "coxnet_latent": "latent",
@@ -20,7 +24,7 @@ def uses_latent(name: str) -> bool:
     return name.endswith("_latent")
 
 
-def factory(name: str, training: object, *, numeric: tuple[str, ...], categorical: tuple[str, ...]
+def factory(name: str, training: TrainingParams, *, numeric: tuple[str, ...], categorical: tuple[str, ...]
             ) -> Callable[[], SurvivalModel]:
     """A zero-argument constructor of an unfitted model (a fresh preprocessor each call)."""
     t = training

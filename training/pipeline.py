@@ -335,7 +335,9 @@ def _track_model(name, model, train_df, test_df, params, horizons, work, figdir,
     reg = reg_name if served else f"{reg_name}-{name.replace('_', '-')}"
     result.artifact_digests[reg] = manifest[DIGEST_TAG]
     if register:
-        run_id = mlflow.active_run().info.run_id
+        active = mlflow.active_run()
+        assert active is not None  # train() calls this inside the model's mlflow.start_run
+        run_id = active.info.run_id
         vtags = {**tags, "facesurv.model": name, "run_id": run_id, "needs_latent": str(model.needs_latent),
                  **{f"test.{k}": v for k, v in ev.point.items() if math.isfinite(v)}, **manifest}
         version = register_version(client, name=reg, model_uri=uri, run_id=run_id, tags=vtags,

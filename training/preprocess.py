@@ -44,20 +44,20 @@ def clinical_feature_columns(df: pd.DataFrame, *, base: str | None = None) -> tu
             raise DataError(f"training data lacks the {base} covariates {missing}; "
                             "pass the table written by `facesurv cohort import` or set cohort.base")
         return tuple(numeric), tuple(categorical)
-    numeric: list[str] = []
-    categorical: list[str] = []
+    inferred_numeric: list[str] = []
+    inferred_categorical: list[str] = []
     for col in df.columns:
         if col in _NON_FEATURES or col.endswith("_at") or pd.api.types.is_datetime64_any_dtype(df[col]):
             continue
         if pd.api.types.is_bool_dtype(df[col]) or not pd.api.types.is_numeric_dtype(df[col]):
-            categorical.append(col)
+            inferred_categorical.append(col)
         else:
-            numeric.append(col)
+            inferred_numeric.append(col)
     for core in CLINICAL_CORE_COVARIATES:
         if core not in df.columns:
             raise DataError(f"training data lacks the clinical column {core!r}; "
                             "every clinical table has age, sex and cancer_type")
-    return tuple(numeric), tuple(categorical)
+    return tuple(inferred_numeric), tuple(inferred_categorical)
 
 
 def latent_matrix(df: pd.DataFrame, *, what: str = "training data") -> np.ndarray:

@@ -75,6 +75,7 @@ def _prognosis_model_class() -> type:
         def predict(self, context: Any, model_input: pd.DataFrame,
                     params: dict[str, Any] | None = None) -> pd.DataFrame:
             df = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+            assert self.model is not None  # MLflow calls load_context before predict
             return predict_frame(self.model, df.reset_index(drop=True), self.horizons)
 
     PrognosisModel.__module__ = __name__
@@ -110,9 +111,9 @@ def input_example(df: pd.DataFrame, model: SurvivalModel, n: int = 2) -> pd.Data
 def signature_for(example: pd.DataFrame, output: pd.DataFrame):
     """Explicit model signature: numbers as double, categories as string, latent as Array(double)."""
     from mlflow.models import ModelSignature
-    from mlflow.types.schema import Array, ColSpec, Schema
+    from mlflow.types.schema import Array, ColSpec, Schema, TensorSpec
 
-    specs = []
+    specs: list[ColSpec | TensorSpec] = []
     for col in example.columns:
         if col == "latent":
             specs.append(ColSpec(Array("double"), col))

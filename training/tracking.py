@@ -91,11 +91,14 @@ def log_datasets(*, train_df: pd.DataFrame, test_df: pd.DataFrame, feature_servi
     """
     import mlflow
 
+    # mlflow.data.from_pandas is this function, attached at run time (invisible to type checkers)
+    from mlflow.data.pandas_dataset import from_pandas
+
     tags = {"feature_service": feature_service, "split_id": split_id, "split_file": split_source}
     tags.update({f"dvc.{k}": str(v) for k, v in data_versions.items()})
     for ctx, part in (("training", train_df), ("testing", test_df)):
-        ds = mlflow.data.from_pandas(dataset_frame(part), source=source, targets="event",
-                                     name=f"{feature_service}-{ctx}-{split_id}")
+        ds = from_pandas(dataset_frame(part), source=source, targets="event",
+                         name=f"{feature_service}-{ctx}-{split_id}")
         mlflow.log_input(ds, context=ctx, tags=tags)
 
 

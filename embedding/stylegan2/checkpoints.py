@@ -125,7 +125,7 @@ def _allowed_globals() -> dict[tuple[str, str], Any]:
         ("torch_utils.persistence", "_reconstruct_persistent_obj"): _reconstruct_persistent,
         ("dnnlib.util", "EasyDict"): _EasyDict,
         ("dnnlib", "EasyDict"): _EasyDict,
-        ("copyreg", "_reconstructor"): copyreg._reconstructor,
+        ("copyreg", "_reconstructor"): copyreg._reconstructor,  # type: ignore[attr-defined]  # private; not in typeshed's copyreg stub
         ("_codecs", "encode"): _latin1_encode,
         ("numpy", "ndarray"): np.ndarray,
         ("numpy", "dtype"): np.dtype,
@@ -180,6 +180,7 @@ class RestrictedUnpickler(pickle.Unpickler):
             RestrictedUnpickler._allowed = _allowed_globals()
 
     def find_class(self, module: str, name: str):
+        assert self._allowed is not None  # __init__ filled it
         target = self._allowed.get((module, name))
         if target is not None:
             return target

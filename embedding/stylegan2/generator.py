@@ -113,8 +113,9 @@ class Generator(nn.Module):
         gen = torch.Generator(device="cpu").manual_seed(int(seed))
         # Fixed module order (registration order), so a seed always gives the same weights.
         for module in self.modules():
-            if module is not self and hasattr(module, "reset_parameters"):
-                module.reset_parameters(gen)
+            reset = getattr(module, "reset_parameters", None) if module is not self else None
+            if reset is not None:
+                reset(gen)
         # w_avg is a tracked statistic, not a weight: give the stand-in the value training's EMA converges
         # to (the mean w), so truncation and projections that start at w_avg start on the w distribution.
         with torch.no_grad():

@@ -87,13 +87,13 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
         raise ValueError(f"styles must be (N={n}, I={c_in}), got {tuple(styles.shape)}")
     weight = weight.to(x.dtype)
     styles = styles.to(x.dtype)
+    dcoefs: torch.Tensor | None = None  # set exactly when demodulate
     if fused or demodulate:
         wm = weight.unsqueeze(0) * styles.reshape(n, 1, c_in, 1, 1)  # (N, O, I, k, k)
-        dcoefs = None
         if demodulate:
             dcoefs = torch.rsqrt(wm.square().sum(dim=(2, 3, 4)) + _DEMOD_EPS)  # (N, O)
     if fused:
-        if demodulate:
+        if dcoefs is not None:
             wm = wm * dcoefs.reshape(n, c_out, 1, 1, 1)
         xg = x.reshape(1, n * c_in, h, w)
         if up:
@@ -108,7 +108,7 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
             y = F.conv_transpose2d(xs, weight.transpose(0, 1), stride=2)
         else:
             y = F.conv2d(xs, weight, padding=kh // 2)
-        if demodulate:
+        if dcoefs is not None:
             y = y * dcoefs.reshape(n, c_out, 1, 1)
     if up:
         # conv_transpose gives 2H + k - 2 samples; the 4-tap low-pass with padding 1 trims to 2H.
@@ -156,6 +156,9 @@ class FullyConnected(nn.Module):
 
 class SynthesisLayer(nn.Module):
     """Modulated 3x3 conv (optionally 2x up) + per-pixel noise with learned strength + bias + lrelu."""
+
+    noise_const: torch.Tensor  # buffers
+    fir: torch.Tensor
 
     def __init__(self, in_channels: int, out_channels: int, *, w_dim: int, resolution: int, up: bool,
                  conv_clamp: float | None, kernel_size: int = 3) -> None:

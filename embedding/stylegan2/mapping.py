@@ -19,6 +19,8 @@ class MappingNetwork(nn.Module):
     Modules and buffers carry stylegan2-ada-pytorch's names (unconditional generators only).
     """
 
+    w_avg: torch.Tensor  # buffer
+
     def __init__(self, *, z_dim: int, w_dim: int, num_ws: int, num_layers: int = 8,
                  lr_multiplier: float = 0.01, w_avg_beta: float = 0.995) -> None:
         super().__init__()

@@ -18,6 +18,8 @@ def channels_at(resolution: int, *, channel_base: int, channel_max: int) -> int:
 
 
 class SynthesisBlock(nn.Module):
+    fir: torch.Tensor  # buffer
+
     def __init__(self, in_channels: int, out_channels: int, *, w_dim: int, resolution: int, img_channels: int,
                  conv_clamp: float | None) -> None:
         super().__init__()
@@ -55,6 +57,7 @@ class SynthesisBlock(nn.Module):
             img = upsample2d(img, self.fir)
         y = self.torgb(x, ws[:, self.num_conv], fused=fused)
         img = y if img is None else img + y
+        assert x is not None  # layers() always holds conv1
         return x, img
 
     def extra_repr(self) -> str:
@@ -103,16 +106,18 @@ class SynthesisNetwork(nn.Module):
         if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
             raise ValueError(f"ws must be (N, {self.num_ws}, {self.w_dim}), got {tuple(ws.shape)}")
         n_layers = len(self.noise_layers())
-        if noise is None:
-            noise = [None] * n_layers
-        elif len(noise) != n_layers:
+        if noise is not None and len(noise) != n_layers:
             raise ValueError(f"noise must hold {n_layers} tensors (one per layer), got {len(noise)}")
-        x = img = None
+        layer_noise: list[torch.Tensor | None] = [None] * n_layers if noise is None else list(noise)
+        x: torch.Tensor | None = None
+        img: torch.Tensor | None = None
         w_idx = 0
         k = 0
         for block in self.blocks():
             block_ws = ws[:, w_idx:w_idx + block.num_conv + block.num_torgb]
-            x, img = block(x, img, block_ws, noise_mode=noise_mode, noise=noise[k:k + block.num_conv], fused=fused)
+            x, img = block(x, img, block_ws, noise_mode=noise_mode, noise=layer_noise[k:k + block.num_conv],
+                           fused=fused)
             w_idx += block.num_conv
             k += block.num_conv
+        assert img is not None  # there is always the 4x4 block
         return img

@@ -14,6 +14,7 @@ from facesurv.types import LATENT_DIM
 ENTITY = "patient"
 JOIN_KEY = "patient_id"
 CLINICAL_VIEW = "clinical"
+OFFLINE_DIR = "offline"  # <feature_repo>/offline/<view>/: the views' parquet parts
 LATENT_VIEW = "face_latent"
 CLINICAL_TS = "record_known_at"
 LATENT_TS = "photo_taken_at"

@@ -32,6 +32,7 @@ from features.feature_repo.schema import (
     LATENT_FEATURES,
     LATENT_TS,
     LATENT_VIEW,
+    OFFLINE_DIR,
     clinical_features,
 )
 
@@ -89,7 +90,7 @@ def _typed(df: pd.DataFrame, view: str, base: str, *, written_at: dt.datetime) -
     return out
 
 
-def _latent(value: Any, row: int) -> list[float]:
+def _latent(value: Any, row: int) -> np.ndarray:
     if isinstance(value, str):
         import json
 
@@ -131,12 +132,18 @@ def _pg_table(params: Params, view: str) -> str:
     return f"{params.features.project}_{view}"
 
 
+def offline_locations(repo_dir: Path | str, params: Params) -> dict[str, str]:
+    """Where each view's offline rows live: parquet directories (local) or table names (scale)."""
+    repo_dir = Path(repo_dir).resolve()
+    if params.profile == "local":
+        return {v: str(repo_dir / OFFLINE_DIR / v) for v in (LATENT_VIEW, CLINICAL_VIEW)}
+    return {v: f"{params.features.project}_{v}" for v in (LATENT_VIEW, CLINICAL_VIEW)}
+
+
 def ensure_offline(repo_dir: Path | str, params: Params) -> None:
     """Create the views' offline storage (directories or tables) if missing."""
     base = params.cohort.base
     if params.profile == "local":
-        from features.store.repo import offline_locations
-
         for path in offline_locations(repo_dir, params).values():
             Path(path).mkdir(parents=True, exist_ok=True)
         (Path(repo_dir) / "offline" / STAGING).mkdir(parents=True, exist_ok=True)
@@ -194,7 +201,6 @@ def _write_local(repo_dir: Path, view: str, base: str, rows: pd.DataFrame) -> in
     import pyarrow.parquet as pq
     from filelock import FileLock
 
-    from features.store.repo import OFFLINE_DIR
 
     directory = repo_dir / OFFLINE_DIR / view
     staging = repo_dir / OFFLINE_DIR / STAGING
@@ -266,7 +272,6 @@ def rows_written_since(repo_dir: Path | str, params: Params, view: str,
     if params.profile == "local":
         import pyarrow.parquet as pq
 
-        from features.store.repo import OFFLINE_DIR
 
         frames = [pq.read_table(p, columns=[JOIN_KEY, ts, CREATED_TS]).to_pandas()
                   for p in _parts(Path(repo_dir) / OFFLINE_DIR / view)]
@@ -296,7 +301,6 @@ def latest_rows(repo_dir: Path | str, params: Params, view: str, patient_ids: li
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
-        from features.store.repo import OFFLINE_DIR
 
         wanted = set(patient_ids)
         frames = []
@@ -324,7 +328,6 @@ def read_rows(repo_dir: Path | str, params: Params, view: str) -> pd.DataFrame:
     if params.profile == "local":
         import pyarrow.parquet as pq
 
-        from features.store.repo import OFFLINE_DIR
 
         parts = _parts(Path(repo_dir) / OFFLINE_DIR / view)
         if not parts:

@@ -9,18 +9,9 @@ from typing import Any
 from facesurv.atomic import atomic_path
 from facesurv.config import Params
 from facesurv.errors import ConfigError
-from features.feature_repo.schema import CLINICAL_VIEW, LATENT_VIEW
+from features.store.offline import drop_offline, ensure_offline, offline_locations
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "feature_repo"
-OFFLINE_DIR = "offline"
-
-
-def offline_locations(repo_dir: Path | str, params: Params) -> dict[str, str]:
-    """Where each view's offline rows live: parquet directories (local) or table names (scale)."""
-    repo_dir = Path(repo_dir).resolve()
-    if params.profile == "local":
-        return {v: str(repo_dir / OFFLINE_DIR / v) for v in (LATENT_VIEW, CLINICAL_VIEW)}
-    return {v: f"{params.features.project}_{v}" for v in (LATENT_VIEW, CLINICAL_VIEW)}
 
 
 def render_store_yaml(repo_dir: Path | str, params: Params) -> Path:
@@ -59,7 +50,6 @@ def apply_repo(repo_dir: Path | str, params: Params) -> Any:
     Idempotent: applying twice changes nothing. Returns the FeatureStore.
     """
     from features.feature_repo.definitions import feature_objects
-    from features.store.offline import ensure_offline
 
     repo_dir = Path(repo_dir).resolve()
     repo_dir.mkdir(parents=True, exist_ok=True)
@@ -78,7 +68,6 @@ def teardown_repo(repo_dir: Path | str, params: Params) -> None:
     # must only lose this one.
     from feast.errors import FeastObjectNotFoundException, ProjectNotFoundException
 
-    from features.store.offline import drop_offline
 
     gone = (FeastObjectNotFoundException, ProjectNotFoundException)
     store = open_store(repo_dir, params)

@@ -58,6 +58,7 @@ def materialize(repo_dir: Path | str, params: Params, *, end: dt.datetime | None
             if not latest.empty:
                 store.write_to_online_store(view, latest)
         done[view] = n
+        assert last_written is not None  # n > 0 rows were written, and every row carries its write time
         marks[view] = last_written.isoformat()
         with atomic_path(repo_dir / WATERMARKS) as tmp:  # after each view: a crash redoes only the rest
             tmp.write_text(json.dumps(marks, indent=1, sort_keys=True))

@@ -147,3 +147,27 @@ def test_only_the_cli_imports_the_cli(package: str) -> None:
                                               or p.name == "__main__.py"))
            for line, mod in _full_imports(p) if mod == "facesurv.cli" or mod.startswith("facesurv.cli.")]
     assert not bad, "only facesurv/cli and facesurv/__main__.py may import the CLI:\n" + "\n".join(bad)
+
+
+def test_no_module_imports_one_that_imports_it_back() -> None:
+    """An import circle (a imports b, b imports a, at any depth inside functions too) makes the
+    package picture unreadable and its load order fragile."""
+    modules = {}
+    for package in (*LIBRARIES, "flows", "facesurv"):
+        for p in _py_files(package):
+            name = ".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
+            modules[name] = p
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        targets = set()
+        for n in ast.walk(tree):
+            if isinstance(n, ast.ImportFrom) and n.level == 0 and n.module:
+                targets.add(n.module)
+                targets.update(f"{n.module}.{a.name}" for a in n.names)
+            elif isinstance(n, ast.Import):
+                targets.update(a.name for a in n.names)
+        graph[name] = {t for t in targets if t in modules and t != name and not name.startswith(t + ".")
+                       and not t.startswith(name + ".")}
+    pairs = sorted({tuple(sorted((a, b))) for a, outs in graph.items() for b in outs if a in graph.get(b, set())})
+    assert not pairs, "modules that import each other:\n" + "\n".join(f"{a} <-> {b}" for a, b in pairs)
