@@ -429,7 +429,9 @@ def _latest_table1(ctx: DemoContext) -> Any:
 
 
 def _perceptual_stand_in(ctx: DemoContext) -> bool:
-    return ctx.params.perceptual.network != "vgg16"
+    """Whether the projection *used* a stand-in perceptual network (a pixel loss uses none, as the
+    ledger's projection record says too)."""
+    return ctx.params.projection.loss != "mse" and ctx.params.perceptual.network != "vgg16"
 
 
 def asset_statements(ctx: DemoContext) -> list[tuple[str, str]]:
@@ -448,7 +450,9 @@ def asset_statements(ctx: DemoContext) -> list[tuple[str, str]]:
         out.append(("Projection loss", f"pixel MSE in {p.projection.space}, {p.projection.steps} steps at learning "
                     f"rate {p.projection.learning_rate:g}, latent noise {p.projection.initial_noise_factor:g}: the "
                     "perceptual network is not used at the demo's resolution."))
-    if p.perceptual.network == "vgg16":
+    if p.projection.loss == "mse":
+        out.append(("Perceptual network", "none used: the projection loss is pixel MSE."))
+    elif p.perceptual.network == "vgg16":
         out.append(("Perceptual network", f"ImageNet VGG-16 from {p.perceptual.vgg16_path}"))
     else:
         out.append(("Perceptual network", "stand-in: the shift-tolerant LPIPS VGG-16 network shipped in the "

@@ -71,11 +71,16 @@ class SurvivalModel:
         return self.survival_from_risk(self.predict_risk(df), days)
 
     def risk_percentile(self, log_risk: np.ndarray) -> np.ndarray:
-        """Share (0-100) of the training cohort with a lower or equal risk."""
+        """Share (0-100) of the training cohort with a lower or equal risk.
+
+        "Equal" allows a relative 1e-9: the same patient's risk can differ in its last bits with the
+        batch it was computed in (BLAS blocking), and must not move a rank because of it.
+        """
         ref = self.train_risk_sorted_
         if ref is None:
             raise self._not_fitted()
-        return 100.0 * np.searchsorted(ref, log_risk, side="right") / len(ref)
+        tol = 1e-9 * max(1.0, float(np.abs(ref).max())) if len(ref) else 0.0
+        return 100.0 * np.searchsorted(ref, np.asarray(log_risk) + tol, side="right") / len(ref)
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "n_features": self.preprocessor.n_features,

@@ -140,3 +140,15 @@ def test_fusion_uses_out_of_fold_risks(cohort_df, fast_params):
                                                          cohort_df["event"].to_numpy(), min_events_per_feature=1.0)
     assert fusion.coef_[list(members).index("coxnet_latent")] > 0
     assert _c(cohort_df, fusion.predict_risk(cohort_df)) >= _c(cohort_df, members["coxph_clinical"].predict_risk(cohort_df))
+
+
+def test_a_risk_a_few_ulps_from_a_training_risk_keeps_its_percentile():
+    # the same patient scored in another batch can differ in the last bits of its risk
+    from training.base import SurvivalModel
+
+    m = SurvivalModel(Preprocessor())
+    m.train_risk_sorted_ = np.array([-1.0, -0.2, 0.3, 0.3, 1.7])
+    exact = m.risk_percentile(np.array([0.3]))
+    below = m.risk_percentile(np.array([np.nextafter(0.3, -1.0)]))
+    assert exact[0] == below[0] == 80.0
+    assert m.risk_percentile(np.array([0.29]))[0] == 40.0  # a real difference still moves the rank
