@@ -16,11 +16,8 @@ DataOpt = Annotated[Path | None, typer.Option(
 
 
 def _md5(path: Path) -> str:
-    h = hashlib.md5()
     with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(fh, "md5").hexdigest()
 
 
 def _dvc_md5(dvc_file: Path) -> str | None:
