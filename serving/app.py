@@ -163,10 +163,13 @@ class _Gate:
             return
         cap = self.max_upload + _MULTIPART_SLACK if scope["path"] == "/v1/scores/photo" else self.max_body
         declared = headers.get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > cap):
-            await _error(413 if declared.isdigit() else 400,
-                         f"request body of {declared} bytes exceeds the limit of {cap} bytes" if declared.isdigit()
-                         else "Content-Length must be a whole number of bytes")(scope, receive, send)
+        refusal = None
+        if declared is not None and not declared.isdigit():
+            refusal = _error(400, "Content-Length must be a whole number of bytes")
+        elif declared is not None and int(declared) > cap:
+            refusal = _error(413, f"request body of {declared} bytes exceeds the limit of {cap} bytes")
+        if refusal is not None:
+            await refusal(scope, receive, send)
             return
         scope.setdefault("state", {})["principal"] = who
         seen = 0

@@ -220,3 +220,12 @@ def test_the_openapi_document_declares_the_bearer_scheme_on_v1_routes(make_app):
                          ("/v1/status", "get")]:
         assert spec["paths"][path][method]["security"] == [{"HTTPBearer": []}], path
     assert "security" not in spec["paths"]["/readyz"]["get"]
+
+
+def test_a_content_length_that_is_not_a_number_is_refused_unread(make_app):
+    app, _ = make_app()
+    status, body, read = _raw_call(app, headers=[(b"authorization", f"Bearer {TOKEN}".encode()),
+                                                 (b"content-type", b"application/json"),
+                                                 (b"content-length", b"-5")], chunks=[b"{}"])
+    assert status == 400 and "Content-Length must be a whole number" in body["error"]["message"]
+    assert read is False
