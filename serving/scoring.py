@@ -110,7 +110,8 @@ class ChampionModel:
 
 
 def load_champion(model_name: str, *, tracking_uri: str, alias: str = "champion") -> ChampionModel:
-    """Load `models:/<model_name>@<alias>` once; sets MLflow's tracking/registry URI (entry points only).
+    """Load `models:/<model_name>@<alias>` once, through a client of `tracking_uri` (MLflow's global
+    tracking URI is left as it is).
 
     The version's files are downloaded and checked against the sha256 manifest recorded in the
     registry at training time before MLflow loads (and so executes) anything; a changed, missing
@@ -121,8 +122,6 @@ def load_champion(model_name: str, *, tracking_uri: str, alias: str = "champion"
 
     from training.integrity import load_verified_pyfunc
 
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
     client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     try:
         mv = client.get_model_version_by_alias(model_name, alias)

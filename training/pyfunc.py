@@ -178,8 +178,6 @@ def load_served(tracking_uri: str, model_name: str, alias: str = "champion"):
     artifact matched the manifest recorded at registration (ArtifactIntegrityError otherwise)."""
     import mlflow
 
-    mlflow.set_registry_uri(tracking_uri)
-    mlflow.set_tracking_uri(tracking_uri)
     client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     loaded = load_verified(client, model_name, alias=alias, tracking_uri=tracking_uri).pyfunc
     return loaded, loaded.unwrap_python_model().model

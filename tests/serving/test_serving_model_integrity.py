@@ -109,3 +109,20 @@ def test_facesurv_serve_refuses_a_pickle_payload_and_never_runs_it(own_registry,
     assert "artifact artifacts/estimator.pkl was not recorded at registration" in out, out[-2000:]
     assert "Traceback" not in out
     assert not marker.exists()
+
+
+def test_loading_the_champion_leaves_mlflows_global_uris_alone(own_registry, tmp_path):
+    import mlflow
+
+    from serving.scoring import load_champion
+
+    elsewhere = (tmp_path / "elsewhere").as_uri()
+    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(elsewhere)
+    mlflow.set_registry_uri(elsewhere)
+    try:
+        load_champion(MODEL_NAME, tracking_uri=own_registry.uri)
+        assert (mlflow.get_tracking_uri(), mlflow.get_registry_uri()) == (elsewhere, elsewhere)
+    finally:
+        mlflow.set_tracking_uri(before[0])
+        mlflow.set_registry_uri(before[1])
