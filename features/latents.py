@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+# embedding.projection.SPACES, not imported: that module brings torch, and this one is numpy only
 SPACES = ("z", "w", "w+")
 
 

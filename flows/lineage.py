@@ -54,22 +54,6 @@ def now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
-@dataclass
-class RunRecord:
-    flow: str
-    flow_run_id: str
-    params_hash: str
-    code_version: str
-    started_at: str = field(default_factory=now)
-    finished_at: str | None = None
-    status: str = "running"
-    error: str | None = None
-    data_rev: str | None = None
-    data_md5: dict[str, str] = field(default_factory=dict)
-    outputs: dict[str, Any] = field(default_factory=dict)
-    process: dict[str, Any] = field(default_factory=lambda: this_process())
-
-
 def _start_ticks(pid: int) -> str | None:
     """The process's start time in clock ticks since boot (Linux /proc), None where unknown."""
     try:
@@ -83,6 +67,22 @@ def _start_ticks(pid: int) -> str | None:
 
 def this_process() -> dict[str, Any]:
     return {"host": socket.gethostname(), "pid": os.getpid(), "start": _start_ticks(os.getpid())}
+
+
+@dataclass
+class RunRecord:
+    flow: str
+    flow_run_id: str
+    params_hash: str
+    code_version: str
+    started_at: str = field(default_factory=now)
+    finished_at: str | None = None
+    status: str = "running"
+    error: str | None = None
+    data_rev: str | None = None
+    data_md5: dict[str, str] = field(default_factory=dict)
+    outputs: dict[str, Any] = field(default_factory=dict)
+    process: dict[str, Any] = field(default_factory=this_process)
 
 
 def process_alive(proc: dict[str, Any]) -> bool:

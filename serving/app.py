@@ -27,7 +27,6 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.security import HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 
 from facesurv.clinical_rules import PATIENT_ID_PATTERN, check_clinical_fields, is_valid_id
@@ -156,13 +155,13 @@ class _Gate:
         if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
             await self.app(scope, receive, send)
             return
-        headers = Headers(scope=scope)
-        who = await self._who(Request(scope))
+        request = Request(scope)
+        who = await self._who(request)
         if isinstance(who, JSONResponse):
             await who(scope, receive, send)
             return
         cap = self.max_upload + _MULTIPART_SLACK if scope["path"] == "/v1/scores/photo" else self.max_body
-        declared = headers.get("content-length")
+        declared = request.headers.get("content-length")
         refusal = None
         if declared is not None and not declared.isdigit():
             refusal = _error(400, "Content-Length must be a whole number of bytes")

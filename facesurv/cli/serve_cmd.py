@@ -115,12 +115,12 @@ def token(
 @serve_app.command("tokens")
 def tokens(workspace: WorkspaceOpt = None) -> None:
     """List the API tokens: name, scopes, created and revoked times (never the tokens)."""
-    from serving.auth import LEGACY_SCOPES, SCOPES, read_token_entries
+    from serving.auth import SCOPES, read_token_entries
     from serving.wiring import tokens_path
 
     ws, _ = open_workspace(workspace)
     for e in read_token_entries(tokens_path(ws)):
-        scopes = e.get("scopes") or sorted(LEGACY_SCOPES, key=SCOPES.index)
+        scopes = e.get("scopes") or SCOPES  # made before scopes: every scope
         state = f"revoked {e['revoked_at']}" if e.get("revoked_at") else "active"
         out.print(f"{e['name']}  {','.join(scopes)}  created {e.get('created_at', 'unknown')}  {state}",
                   markup=False)
