@@ -47,13 +47,13 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy facesurv embedding features training serving flows
+	$(BIN)/mypy ground facesurv embedding features training serving flows demo
 
 test: $(STAMP)
 	@bash scripts/ensure-services.sh
 	@if [ -f scripts/ensure-chromium.sh ]; then bash scripts/ensure-chromium.sh; fi
 	$(BIN)/ruff check .
-	$(BIN)/mypy facesurv embedding features training serving flows
+	$(BIN)/mypy ground facesurv embedding features training serving flows demo
 	$(BIN)/python -m pytest -m "not gpu" $(PYTEST_ARGS)
 
 test-fast: $(STAMP)

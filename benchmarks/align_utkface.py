@@ -67,7 +67,7 @@ def _option(text: str, config: AlignConfig) -> tuple[str, object]:
 
 
 def load_config(overrides: list[str]) -> AlignConfig:
-    from facesurv.config import load_params
+    from ground.config import load_params
 
     config = AlignConfig.from_object(load_params(REPO / "params.yaml").align)
     return dataclasses.replace(config, **dict(_option(o, config) for o in overrides))

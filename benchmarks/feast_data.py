@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def params(profile: str = "local"):
-    from facesurv.config import load_params, with_overrides
+    from ground.config import load_params, with_overrides
 
     p = with_overrides(load_params(REPO / "params.yaml"), cohort={"base": "gbsg2"})
     if profile == "scale":

@@ -1,9 +1,9 @@
 """The retention ladder: how much of the face's added value the platform captures, rung by
 rung, over seeds.
 
-Each run builds a semi-synthetic cohort with flows.synth_cohort.make_synth_cohort (faces
+Each run builds a semi-synthetic cohort with demo.cohort.make_synth_cohort (faces
 first, outcomes drawn from the truth), aligns real photos with the nightly flow's aligner
-(flows.embedding_steps.aligner), projects every photo with embedding.projection.project and
+(facesurv.components), projects every photo with embedding.projection.project and
 the flow's settings (params.projection; a z rung projects in z), and cross-fits the demo's
 models (training.crossfit, the demo's evaluation stage) beside the ceiling. Nothing reads
 the true direction or latents.
@@ -58,7 +58,7 @@ def aligned_photos(params: Any, photos: list[Path], cache: Path) -> dict[str, Pa
 
     from embedding.align.batch import process_one
     from embedding.fileio import sha256_file
-    from flows.embedding_steps import aligner
+    from facesurv.components import components
 
     settings = hashlib.sha256(json.dumps(dataclasses.asdict(params.align), sort_keys=True).encode()).hexdigest()[:12]
     root = cache / settings
@@ -68,7 +68,7 @@ def aligned_photos(params: Any, photos: list[Path], cache: Path) -> dict[str, Pa
         key = sha256_file(photo)[:24]
         done, failed = root / f"{key}.png", root / f"{key}.quarantined"
         if not done.exists() and not failed.exists():
-            row = process_one(photo, key, root, aligner(params))
+            row = process_one(photo, key, root, components(None, params).aligner)
             if row.get("status") != "aligned":
                 failed.write_text(json.dumps(row, default=str))
         if done.exists():
@@ -81,12 +81,12 @@ def run_one(params: Any, rung: str, seed: int, *, faces: Path | None, cache: Pat
     import pandas as pd
     import torch
 
+    from demo.cohort import make_synth_cohort
     from embedding.fileio import sha256_file
     from embedding.project_batch import load_photo
-    from embedding.projection import latent_statistics, project, stable_seed
-    from embedding.stylegan2 import GeneratorConfig, load_generator
-    from facesurv.config import with_overrides
-    from flows.synth_cohort import make_synth_cohort
+    from embedding.projection import project, stable_seed
+    from facesurv.components import Components
+    from ground.config import with_overrides
     from training.crossfit import ceiling_formulas, cross_fit
     from training.preprocess import clinical_feature_columns
 
@@ -109,10 +109,11 @@ def run_one(params: Any, rung: str, seed: int, *, faces: Path | None, cache: Pat
         else:
             paths = {p.stem: p for p in photos}
         times["align_s"] = time.perf_counter() - t0
-        g, p = params.generator, params.projection
-        G, info = load_generator(g.checkpoint, config=GeneratorConfig.from_params(g), seed=g.seed)
+        p = params.projection
+        parts = Components(None, params)  # a benchmark: paths in params are taken as given
+        G, info = parts.generator()
         ids = [pid for pid in clinical["photo_id"] if pid in paths]
-        stats = latent_statistics(G, samples=p.w_avg_samples)
+        stats = parts.latent_stats()
         t0 = time.perf_counter()
         latents = []
         for start in range(0, len(ids), p.batch_size):
@@ -204,7 +205,7 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from facesurv.config import load_params, with_overrides
+    from ground.config import load_params, with_overrides
 
     repo = Path(__file__).resolve().parent.parent
     params = with_overrides(load_params(repo / "params.yaml"), synth={"patients": args.patients})

@@ -68,7 +68,7 @@ def prepare_workspace(root: Path, model: str = "reference") -> list[str]:
     import yaml
 
     os.environ.update(_quiet_env())
-    from facesurv.workspace import Workspace
+    from ground.workspace import Workspace
     from tests.serving.reference_champion import cohort, register_reference_champion
 
     ws = Workspace.create(root)
@@ -220,14 +220,14 @@ def run_config(root: Path, ids: list[str], *, max_batch: int, levels: list[int],
 def component_costs(root: Path, ids: list[str]) -> list[dict]:
     """In-process cost of the two per-batch steps serving does not own: the champion's
     predict and the Feast online read (same batch sizes as the levels)."""
-    from facesurv.workspace import Workspace
+    from facesurv.components import components
+    from ground.workspace import Workspace
     from serving.online import FeastFeatureReader
     from serving.scoring import load_champion
-    from serving.wiring import tracking_uri
 
     ws = Workspace(root)
     params = ws.load_params()
-    model = load_champion(params.registry.model_name, tracking_uri=tracking_uri(ws, params))
+    model = load_champion(params.registry.model_name, tracking_uri=components(ws, params).tracking_uri)
     reader = FeastFeatureReader(ws.feature_repo_dir, params)
     import pandas as pd
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from facesurv.errors import DataError
-from facesurv.types import (
+from ground.errors import DataError
+from ground.types import (
     CLINICAL_CORE_COVARIATES,
     CLINICAL_ID_COLUMNS,
     SURVIVAL_COLUMNS,
@@ -107,7 +107,7 @@ def snake(name: str) -> str:
 def covariate_columns(base: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(numeric, categorical) covariate names of an imported cohort, beyond age/sex/cancer_type.
 
-    Each has one rule (range, whole number, levels) in facesurv.clinical_rules.BASE_RULES, which
+    Each has one rule (range, whole number, levels) in ground.clinical_rules.BASE_RULES, which
     the clinical contract and the photo endpoint share; tests/foundation/test_clinical_rules.py
     keeps the two lists in step.
     """

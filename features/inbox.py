@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from embedding.fileio import UnsafeFileError, open_regular_file, sha256_file, sha256_regular_file
-from facesurv.atomic import atomic_path
-from facesurv.errors import DataError
+from ground.atomic import atomic_path
+from ground.errors import DataError
 
 PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg")
 

@@ -16,7 +16,7 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
-from facesurv.errors import FacesurvError
+from ground.errors import FacesurvError
 
 LOCK_NAME = ".facesurv-run.lock"
 HOLDER_NAME = ".facesurv-run.holder.json"

@@ -17,7 +17,7 @@
 
 The ceiling of any learner on this cohort is the C-index of the true log-hazards (no model):
 `ceiling_c_index`. The generator, the direction and the face folder come from the caller
-(flows/synth_cohort.py composes them); nothing here reads files except `write_synth_cohort`
+(demo/cohort.py composes them); nothing here reads files except `write_synth_cohort`
 and the face labels.
 """
 
@@ -32,7 +32,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from facesurv.errors import DataError, FacesurvError
 from features.synth_faces import FaceLabels, assign_faces, face_log_hazard
 from features.synth_survival import (
     WeibullPH,
@@ -41,6 +40,7 @@ from features.synth_survival import (
     draw_outcomes,
     fit_weibull_ph,
 )
+from ground.errors import DataError, FacesurvError
 
 COHORT_KIND = "facesurv-synth-cohort"
 FORMAT_VERSION = 2
@@ -377,7 +377,7 @@ def write_synth_cohort(cohort: SynthCohort, out_dir: Path, *, generator: dict[st
     import pyarrow.parquet as pq
     from PIL import Image, PngImagePlugin
 
-    from facesurv.atomic import atomic_dir
+    from ground.atomic import atomic_dir
 
     out_dir = Path(out_dir)
     check_out_dir(out_dir)

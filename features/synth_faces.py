@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facesurv.errors import DataError
+from ground.errors import DataError
 
 LABEL_FILE = "labels.csv"
 LABEL_COLUMNS = ("file", "age", "sex")

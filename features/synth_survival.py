@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from facesurv.errors import DataError
-from facesurv.types import check_survival_target
+from ground.errors import DataError
+from ground.types import check_survival_target
 
 DAYS_PER_YEAR = 365.25
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from facesurv.errors import DataError, FacesurvError
+from ground.errors import DataError, FacesurvError
 
 if TYPE_CHECKING:
     from dvc.repo import Repo

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from facesurv.errors import NotAvailableError
+from ground.errors import NotAvailableError
 
 # stage -> (module, issue that delivers it)
 STAGES: dict[str, tuple[str, int]] = {

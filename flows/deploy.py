@@ -20,9 +20,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from facesurv.config import Params
-from facesurv.errors import FacesurvError
-from facesurv.workspace import Workspace
+from ground.config import Params
+from ground.errors import FacesurvError
+from ground.workspace import Workspace
 
 EMBEDDING_DEPLOYMENT = "nightly"
 TRAINING_DEPLOYMENT = "weekly"

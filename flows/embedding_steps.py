@@ -15,7 +15,6 @@ finished batch is never recomputed, and a photo is never projected twice.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 import logging
@@ -24,13 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from embedding.fileio import sha256_regular_file
-from facesurv.atomic import atomic_path
-from facesurv.config import GeneratorParams, Params
-from facesurv.errors import ConfigError, DataError
-from facesurv.workspace import Workspace
+from facesurv.components import components
 from flows.available import require
 from flows.faults import checkpoint
 from flows.steps import Layout
+from ground.atomic import atomic_path
+from ground.config import Params
+from ground.errors import DataError
+from ground.workspace import Workspace
 
 PREALIGNED_VERSION = "prealigned"
 log = logging.getLogger(__name__)
@@ -81,24 +81,13 @@ def pending_alignment(ws: Workspace, params: Params) -> list[Path]:
     return pending
 
 
-@functools.lru_cache(maxsize=1)
-def _aligner(align_json: str) -> Any:
-    Aligner, AlignConfig = require("alignment", "Aligner", "AlignConfig")
-    return Aligner(AlignConfig.from_object(json.loads(align_json)))
-
-
-def aligner(params: Params) -> Any:
-    """embedding.align.Aligner for params.align, built once per process (it loads the dlib models)."""
-    return _aligner(json.dumps(dataclasses.asdict(params.align), sort_keys=True))
-
-
 def align_one(ws: Workspace, params: Params, source: Path) -> dict[str, Any]:
     """Align one photo (or quarantine it, with its reason); the PNG first, then its row file."""
     process_one = require("alignment", "process_one", module="embedding.align.batch")
     out_dir = Layout(ws).aligned
     out_dir.mkdir(parents=True, exist_ok=True)
     source = Path(source)
-    row = dict(process_one(source, source.stem, out_dir, aligner(params), root=source.parent))
+    row = dict(process_one(source, source.stem, out_dir, components(ws, params).aligner, root=source.parent))
     checkpoint("align:photo-written")
     # a quarantined source has no hash when it was never read ("" keeps it pending)
     row["source_sha256"] = row.get("source_sha256") or _content_hash(source, source.parent) or ""
@@ -148,42 +137,9 @@ def projection_inputs(ws: Workspace) -> list[dict[str, Any]]:
 
 # --- projection ---------------------------------------------------------------------------------
 
-@functools.lru_cache(maxsize=2)
-def _generator(params_json: str, checkpoint: str | None, device: str) -> tuple[Any, Any]:
-    load_generator, GeneratorConfig = require("generator", "load_generator", "GeneratorConfig")
-    g = GeneratorParams(**json.loads(params_json))
-    G, info = load_generator(checkpoint, config=GeneratorConfig.from_params(g), seed=g.seed)
-    return G.to(device), info
-
-
-def projection_device(setting: str) -> str:
-    """params.projection.device on this worker: auto = CUDA when this machine has it."""
-    resolve_device = require("projection", "resolve_device")
-    try:
-        return str(resolve_device(setting))
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-
-
 def generator(ws: Workspace, params: Params, *, device: str = "cpu") -> tuple[Any, Any]:
     """(G, GeneratorInfo) for params.generator on `device`, loaded once per process."""
-    ckpt = ws.setting_path(params.generator.checkpoint)
-    return _generator(json.dumps(dataclasses.asdict(params.generator), sort_keys=True),
-                      None if ckpt is None else str(ckpt), device)
-
-
-_STATS: dict[tuple[str, str, int], Any] = {}
-
-
-def latent_stats(G: Any, generator_sha256: str, p: Any, *, device: str = "cpu") -> Any:
-    """embedding.projection.latent_statistics for G, drawn once per process, generator
-    (by its weights' sha256, not its object id, which a new object may reuse) and device."""
-    key = (generator_sha256, device, p.w_avg_samples)
-    if key not in _STATS:
-        latent_statistics = require("projection", "latent_statistics")
-        _STATS.clear()  # one generator at a time: do not pin old ones in memory
-        _STATS[key] = latent_statistics(G, samples=p.w_avg_samples, device=device)
-    return _STATS[key]
+    return components(ws, params).generator(device=device)  # type: ignore[no-any-return]
 
 
 def settings_key(params: Params, generator_sha: str) -> str:
@@ -253,25 +209,20 @@ def project_batch(ws: Workspace, params: Params, items: list[dict[str, Any]]) ->
     import pandas as pd
 
     p = params.projection
-    device = projection_device(p.device)
-    G, info = generator(ws, params, device=device)
+    parts = components(ws, params)
+    device = parts.device
+    G, info = parts.generator(device=device)
     key = settings_key(params, info.sha256)
     target = ws.artifacts_dir / "latents" / key / "batches" / f"{_batch_key(key, items)}.parquet"
     if target.exists():
         return target
-    perceptual, pinfo = None, None
-    if p.loss != "mse":
-        load_perceptual = require("perceptual", "load_perceptual")
-        perceptual, pinfo = load_perceptual(network=params.perceptual.network,
-                                            vgg16_path=ws.setting_path(params.perceptual.vgg16_path),
-                                            resize=params.perceptual.resize)
-        perceptual = perceptual.to(device)
+    perceptual, pinfo = parts.perceptual(device=device)
     images = _load_images([i["path"] for i in items], G.img_resolution)
     project, stable_seed = require("projection", "project", "stable_seed")
     # a photo's seed comes from its content, so its latent is the same whatever batch it lands in
     seeds = [stable_seed(p.seed, i["photo_sha256"]) for i in items]
     res = project(G, images, **p.project_options(), perceptual=perceptual, seed=seeds, device=device,
-                  mixed_precision=p.mixed_precision, stats=latent_stats(G, info.sha256, p, device=device))
+                  mixed_precision=p.mixed_precision, stats=parts.latent_stats(device=device))
     checkpoint("project:batch-computed")
     from features.latents import feature_latents
 

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from facesurv.atomic import atomic_path
+from ground.atomic import atomic_path
 
 CODE_ROOT = Path(__file__).resolve().parent.parent
 

@@ -19,12 +19,12 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from facesurv.config import Params
-from facesurv.workspace import Workspace
 from features.inbox import InboxBatch
 from features.versioning import VersionRecord
 from flows import embedding_steps, steps
 from flows.faults import checkpoint
+from ground.config import Params
+from ground.workspace import Workspace
 
 # Only tasks that touch the file system or a remote retry; computations would fail the same way again.
 IO_RETRIES, IO_RETRY_DELAY_S = 2, 2

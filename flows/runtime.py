@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from facesurv.config import Params
+from ground.config import Params
 
 # The ephemeral API's first start takes 15-20 s on a loaded 2-core machine (STACK.md).
 EPHEMERAL_STARTUP_TIMEOUT_S = "120"

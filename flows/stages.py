@@ -21,11 +21,11 @@ import shutil
 import sys
 from pathlib import Path
 
-from facesurv.atomic import atomic_path
-from facesurv.config import Params, load_params
-from facesurv.errors import FacesurvError
-from facesurv.workspace import Workspace
 from flows import embedding_steps, steps, training_steps
+from ground.atomic import atomic_path
+from ground.config import Params, load_params
+from ground.errors import FacesurvError
+from ground.workspace import Workspace
 
 DEMO_FACE = "astronaut"  # scikit-image's public-domain portrait: the one photo that goes through alignment
 

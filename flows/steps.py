@@ -5,7 +5,7 @@ stages (flows/stages.py) call these same functions, so a scheduled run and `dvc 
 compute the same thing. Every output is keyed by content hash and written atomically, so
 a step that crashed is simply run again, and a step whose output exists is skipped.
 
-Workspace layout used here (facesurv.workspace has the rest):
+Workspace layout used here (ground.workspace has the rest):
 
     <ws>/data/                         the data repository (git + DVC): photos/, prealigned/, clinical/
     <ws>/artifacts/flows/inbox_state.json
@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from facesurv.config import Params
-from facesurv.errors import DataError
-from facesurv.workspace import Workspace
 from flows.available import require
+from ground.config import Params
+from ground.errors import DataError
+from ground.workspace import Workspace
 
 DATA_OUTS = ("photos", "prealigned", "clinical")
 

@@ -13,10 +13,10 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from facesurv.config import Params
-from facesurv.workspace import Workspace
 from flows import training_steps
 from flows.faults import checkpoint
+from ground.config import Params
+from ground.workspace import Workspace
 
 # Only tasks that touch the file system or a remote retry; computations would fail the same way again.
 IO_RETRIES, IO_RETRY_DELAY_S = 2, 2

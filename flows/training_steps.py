@@ -11,12 +11,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from facesurv.atomic import atomic_path
-from facesurv.config import Params
-from facesurv.errors import DataError
-from facesurv.workspace import Workspace
 from flows.available import require
 from flows.steps import Layout, read_valid_clinical
+from ground.atomic import atomic_path
+from ground.config import Params
+from ground.errors import DataError
+from ground.workspace import Workspace
 
 
 def training_dir(ws: Workspace) -> Path:
@@ -49,8 +49,8 @@ def model_frame(frame: Any, base: str) -> Any:
     Feast also returns the latent's provenance (losses, generator hash, ...); those describe
     how a feature was made and must not become covariates.
     """
-    from facesurv.types import CLINICAL_CORE_COVARIATES, SURVIVAL_COLUMNS
     from features.cohort import covariate_columns
+    from ground.types import CLINICAL_CORE_COVARIATES, SURVIVAL_COLUMNS
 
     numeric, categorical = covariate_columns(base)
     keep = ["patient_id", *CLINICAL_CORE_COVARIATES, *numeric, *categorical, "latent", *SURVIVAL_COLUMNS]

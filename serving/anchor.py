@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from facesurv.errors import ConfigError
+from ground.errors import ConfigError
 from serving.canonical import canonical_json
 
 _ENTRY_DOMAIN = b"facesurv-ledger-record/v1\n"  # keeps a record signature from passing as an anchor's

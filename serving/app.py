@@ -29,9 +29,9 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
-from facesurv.clinical_rules import PATIENT_ID_PATTERN, check_clinical_fields, is_valid_id
-from facesurv.config import ServingParams
-from facesurv.errors import DataError, NotAvailableError
+from ground.clinical_rules import PATIENT_ID_PATTERN, check_clinical_fields, is_valid_id
+from ground.config import ServingParams
+from ground.errors import DataError, NotAvailableError
 from serving.auth import Principal, TokenStore
 from serving.batching import MicroBatcher
 from serving.ledger import Ledger, TamperedRecord

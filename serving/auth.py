@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from facesurv.errors import ConfigError
+from ground.errors import ConfigError
 
 TOKEN_ENV = "FACESURV_API_TOKENS"
 MIN_TOKEN_CHARS = 16
@@ -127,7 +127,7 @@ def read_token_file(path: Path) -> dict[str, str]:
 
 
 def _write_entries(path: Path, entries: list[dict[str, Any]]) -> None:
-    from facesurv.atomic import atomic_path
+    from ground.atomic import atomic_path
 
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps({"tokens": entries}, indent=2) + "\n", encoding="utf-8")

@@ -29,7 +29,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from facesurv.errors import ConfigError, NotAvailableError
+from ground.errors import ConfigError, NotAvailableError
 from serving.anchor import AnchorLog, LedgerKey, create_private_file, tighten
 from serving.ledger_base import (  # noqa: F401 - re-exported: the ledger's public names
     BASE_COLUMNS,

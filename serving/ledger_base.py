@@ -11,7 +11,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from facesurv.errors import ConfigError, FacesurvError
+from ground.errors import ConfigError, FacesurvError
 from serving.anchor import Anchor, AnchorLog, LedgerKey, entry_message
 from serving.ledger_check import (
     GENESIS,

@@ -14,7 +14,7 @@ import re
 import threading
 from typing import Any
 
-from facesurv.errors import ConfigError, NotAvailableError
+from ground.errors import ConfigError, NotAvailableError
 from serving.anchor import AnchorLog, LedgerKey
 from serving.ledger_base import (
     BASE_COLUMNS,

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from facesurv.config import Params
+from ground.config import Params
 from serving.scoring import OnlineFeatures
 
 # face_latent columns that describe how the latent was made: lineage, not model inputs

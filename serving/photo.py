@@ -13,44 +13,19 @@ import hashlib
 import threading
 from typing import Any
 
-from facesurv.config import Params
-from facesurv.errors import ConfigError
-from facesurv.workspace import Workspace
+from ground.config import Params
 from serving.scoring import EmbeddedPhoto, PhotoRejected
 
 
 class PhotoPipeline:
     """Callable image bytes -> EmbeddedPhoto. One photo at a time (dlib objects are not thread-safe)."""
 
-    def __init__(self, params: Params, *, workspace: Workspace | None = None) -> None:
-        from embedding.align import AlignConfig, Aligner
-        from embedding.projection import latent_statistics, resolve_device
-        from embedding.stylegan2 import GeneratorConfig, load_generator
-
-        self.params = params
-        self.aligner = Aligner(AlignConfig.from_object(params.align))
-        g = params.generator
-        cfg = GeneratorConfig.from_params(g)
-        p = params.projection
-        try:
-            self.device = resolve_device(p.device)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
-        # params.yaml's file paths are relative to the workspace
-        where = workspace.setting_path if workspace is not None else (lambda v: v)
-        self.G, self.generator_info = load_generator(where(g.checkpoint), config=cfg, seed=g.seed, device=self.device)
-        # drawn once per server, not per request (10k mapping passes: seconds on a CPU)
-        self.stats = latent_statistics(self.G, samples=p.w_avg_samples, device=self.device)
-        self.perceptual, self.perceptual_info = None, None
-        try:
-            from embedding.perceptual import load_perceptual
-
-            net, info = load_perceptual(params.perceptual.network, where(params.perceptual.vgg16_path),
-                                        resize=params.perceptual.resize)
-            self.perceptual, self.perceptual_info = net.to(self.device), info
-        except (OSError, ValueError):
-            if p.loss != "mse":
-                raise
+    def __init__(self, params: Params, *, aligner: Any, generator: Any, generator_info: Any, perceptual: Any,
+                 perceptual_info: Any, stats: Any, device: str) -> None:
+        """The models come loaded (facesurv.components builds them, as it does for the flow)."""
+        self.params, self.aligner, self.device, self.stats = params, aligner, device, stats
+        self.G, self.generator_info = generator, generator_info
+        self.perceptual, self.perceptual_info = perceptual, perceptual_info
         self._lock = threading.Lock()
 
     def settings(self) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from facesurv.errors import DataError, NotAvailableError
+from ground.errors import DataError, NotAvailableError
 
 _SURVIVAL_COL = re.compile(r"^survival_(\d+)d$")
 # online-store columns that describe how a stored latent was projected

@@ -56,7 +56,7 @@ def shared_dir() -> Path:
 @pytest.fixture()
 def workspace(tmp_path: Path):
     """A fresh workspace with a copy of the repository's params.yaml."""
-    from facesurv.workspace import Workspace
+    from ground.workspace import Workspace
 
     root = tmp_path / "ws"
     root.mkdir()
@@ -66,6 +66,6 @@ def workspace(tmp_path: Path):
 
 @pytest.fixture(scope="session")
 def params():
-    from facesurv.config import load_params
+    from ground.config import load_params
 
     return load_params(REPO / "params.yaml")

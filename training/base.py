@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from facesurv.errors import DataError
-from facesurv.types import check_survival_target
+from ground.errors import DataError
+from ground.types import check_survival_target
 from training.baseline import breslow, survival_at
 from training.preprocess import Preprocessor
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from facesurv.errors import DataError
+from ground.errors import DataError
 from training.base import SurvivalModel
 from training.preprocess import Preprocessor
 

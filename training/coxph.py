@@ -25,7 +25,7 @@ class CoxPHModel(SurvivalModel):
         try:
             est.fit(X, Surv.from_arrays(event, time))
         except (ValueError, np.linalg.LinAlgError) as exc:
-            from facesurv.errors import DataError
+            from ground.errors import DataError
 
             raise DataError(f"coxph: the Cox fit failed ({str(exc).splitlines()[0]}); "
                             "covariates may be collinear or separate the outcome: raise training.coxph_alpha "

@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from facesurv.errors import ConfigError, DataError
-from facesurv.types import check_survival_target
+from ground.errors import ConfigError, DataError
+from ground.types import check_survival_target
 from training.base import SurvivalModel
 from training.metrics import _surv, evaluation_grid
 from training.models import MODEL_NAMES, factory, uses_latent
@@ -159,7 +159,7 @@ def cross_fit(df: pd.DataFrame, *, training: Any, numeric: Sequence[str], catego
     Args:
         df: one row per patient: clinical covariates (`numeric`, `categorical`), optionally
             `latent` (arrays of equal length), time_days, event; patient_id if present.
-        training: facesurv.config.TrainingParams (model settings, fusion members/folds,
+        training: ground.config.TrainingParams (model settings, fusion members/folds,
             min_events_per_feature, horizons_days; its seed seeds the models).
         folds, seed: number of outer folds and their seed (event-stratified StratifiedKFold
             over all patients).

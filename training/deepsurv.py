@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from facesurv.errors import DataError
+from ground.errors import DataError
 from training.base import SurvivalModel
 from training.preprocess import Preprocessor
 

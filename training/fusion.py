@@ -13,8 +13,8 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from facesurv.errors import DataError
-from facesurv.types import check_survival_target
+from ground.errors import DataError
+from ground.types import check_survival_target
 from training.base import SurvivalModel
 from training.preprocess import Preprocessor
 

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from facesurv.errors import DataError
+from ground.errors import DataError
 
 MANIFEST_FORMAT = "facesurv.artifact-manifest"
 MANIFEST_VERSION = 1

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from facesurv.types import check_survival_target
+from ground.types import check_survival_target
 
 
 @dataclass

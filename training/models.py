@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from facesurv.errors import ConfigError
+from ground.errors import ConfigError
 from training.base import SurvivalModel
 from training.coxnet import CoxnetModel
 from training.coxph import CoxPHModel
@@ -13,7 +13,7 @@ from training.deepsurv import DeepSurvModel
 from training.preprocess import Preprocessor
 
 if TYPE_CHECKING:
-    from facesurv.config import TrainingParams
+    from ground.config import TrainingParams
 
 MODEL_NAMES = ("coxph_clinical", "deepsurv_clinical", "coxnet_latent", "deepsurv_latent")
 FEATURES = {"coxph_clinical": "clinical", "deepsurv_clinical": "clinical", "coxnet_latent": "latent",

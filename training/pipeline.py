@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from facesurv.errors import DataError
-from facesurv.types import check_survival_target
+from ground.errors import DataError
+from ground.types import check_survival_target
 from training.base import SurvivalModel
 from training.metrics import Evaluation, evaluate, risk_tertiles
 from training.models import FEATURES, factory, uses_latent

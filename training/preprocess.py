@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from facesurv.errors import DataError
-from facesurv.types import CLINICAL_CORE_COVARIATES, CLINICAL_ID_COLUMNS, SURVIVAL_COLUMNS
+from ground.errors import DataError
+from ground.types import CLINICAL_CORE_COVARIATES, CLINICAL_ID_COLUMNS, SURVIVAL_COLUMNS
 
 LATENT_COLUMN = "latent"
 # Provenance that travels with the latents from the feature store (how a photo was embedded,

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from facesurv.errors import DataError
+from ground.errors import DataError
 from training.base import SurvivalModel
 
 # The models-from-code file MLflow copies into every logged model and runs at load (after the

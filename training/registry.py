@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from facesurv.errors import DataError
+from ground.errors import DataError
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from facesurv.errors import DataError
-from facesurv.types import check_survival_target
+from ground.errors import DataError
+from ground.types import check_survival_target
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ def split_frame(df: pd.DataFrame, *, test_fraction: float, seed: int, path: Path
         split = draw_split(df["patient_id"].to_numpy(), event, test_fraction=test_fraction, seed=seed,
                            data_versions=data_versions)
         if path is not None:
-            from facesurv.atomic import atomic_path
+            from ground.atomic import atomic_path
 
             with atomic_path(path) as tmp:
                 tmp.write_text(split.to_json(), encoding="utf-8")

@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from facesurv.errors import ConfigError
+from ground.errors import ConfigError
 
 
 def quiet_environment() -> None:

@@ -64,7 +64,7 @@ def exit_cleanly_on_sigterm() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; bad input ends in one line on stderr and a non-zero exit."""
-    from facesurv.errors import FacesurvError
+    from ground.errors import FacesurvError
 
     if argv is None:  # a real process, not a caller (tests) sharing its own
         exit_cleanly_on_sigterm()

@@ -24,8 +24,8 @@ def align(
     Reruns reuse every photo whose bytes, options and models are unchanged. Only plain files inside
     IN_DIR are opened: a link, hard link, FIFO or device is quarantined as unreadable, with the reason.
     """
-    from facesurv.config import with_overrides
-    from facesurv.errors import DataError, NotAvailableError
+    from ground.config import with_overrides
+    from ground.errors import DataError, NotAvailableError
 
     _, params = open_workspace(workspace)
     # another output size keeps the configured supersampling factor (FFHQ: 4x)

@@ -36,7 +36,7 @@ def _open(workspace, *, signing: bool = False, public_key: Path | None = None):
     ws, params = open_workspace(workspace)
     target = ledger_target(ws, params)
     if "://" not in target and not ws.ledger_path.exists():
-        from facesurv.errors import NotAvailableError
+        from ground.errors import NotAvailableError
 
         raise NotAvailableError(f"{ws.ledger_path}: no ledger yet (scores are recorded by `facesurv serve`)")
     settings = anchor_settings(ws, params)
@@ -56,7 +56,7 @@ def show(
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Print a score's full provenance (photo, data versions, aligner, generator, projection, features, model, code, params) and its place in the hash chain."""
-    from facesurv.errors import DataError
+    from ground.errors import DataError
     from serving.ledger import TamperedRecord
 
     ledger, _, _ = _open(workspace)
@@ -149,7 +149,7 @@ def grant(
 ) -> None:
     """PostgreSQL ledger: as its owner, let ROLE only INSERT and SELECT (creating ROLE, LOGIN, if needed).
     Then point serving.ledger_url at ROLE: it cannot UPDATE, DELETE or drop the triggers."""
-    from facesurv.errors import ConfigError
+    from ground.errors import ConfigError
     from serving.ledger import grant_serving_role
     from serving.wiring import ledger_target
 

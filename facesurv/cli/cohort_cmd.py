@@ -21,9 +21,9 @@ def import_(
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Import a real survival cohort bundled with scikit-survival as DIR/clinical.csv."""
-    from facesurv.atomic import atomic_path, ensure_writable_dir
-    from facesurv.config import with_overrides
     from features.cohort import import_cohort, summarize
+    from ground.atomic import atomic_path, ensure_writable_dir
+    from ground.config import with_overrides
 
     _, params = open_workspace(workspace)
     params = with_overrides(params, cohort={"base": base, "seed": seed})
@@ -55,7 +55,7 @@ def synth(
     """Semi-synthetic cohort: real clinical covariates, one face per patient carrying a known
     log-hazard, and outcomes drawn from the truth (DIR/photos, DIR/clinical.csv, DIR/truth)."""
     ws, params = open_workspace(workspace)
-    from flows.synth_cohort import make_synth_cohort
+    from demo.cohort import make_synth_cohort
 
     summary = make_synth_cohort(params, out_dir, ws=ws, base=base, patients=patients, seed=seed, strength=strength,
                                 faces=faces, survival_seed=survival_seed, direction=direction, space=space,

@@ -19,7 +19,7 @@ out = Console(soft_wrap=True)
 
 
 def open_workspace(path: Path | None):  # -> tuple[Workspace, Params]
-    from facesurv.workspace import Workspace
+    from ground.workspace import Workspace
 
     ws = Workspace.resolve(path)
     return ws, ws.load_params()
@@ -27,6 +27,6 @@ def open_workspace(path: Path | None):  # -> tuple[Workspace, Params]
 
 def not_available(stage: str, issue: int) -> None:
     """Stop with a clear message for a stage that has not landed yet."""
-    from facesurv.errors import NotAvailableError
+    from ground.errors import NotAvailableError
 
     raise NotAvailableError(f"{stage} is not available yet (tracked in issue #{issue})")

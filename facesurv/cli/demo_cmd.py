@@ -23,7 +23,7 @@ def demo(
     import os
     import warnings
 
-    from facesurv.atomic import ensure_writable_dir
+    from ground.atomic import ensure_writable_dir
 
     # The demo prints one line per stage; the libraries' own chatter goes to their loggers.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -33,15 +33,15 @@ def demo(
     warnings.filterwarnings("ignore")
     for name in ("mlflow", "alembic", "great_expectations", "dvc", "feast", "distributed", "py.warnings"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    from flows.demo import run_demo
+    from demo.runner import run_demo
 
     ensure_writable_dir(out_dir)
     if faces is not None and not faces.is_dir():
-        from facesurv.errors import ConfigError
+        from ground.errors import ConfigError
 
         raise ConfigError(f"--faces {faces}: no such folder; pass a folder holding photos and labels.csv")
     if faces is not None and rendered:
-        from facesurv.errors import ConfigError
+        from ground.errors import ConfigError
 
         raise ConfigError("--faces and --rendered contradict each other; pass one of them")
     overrides: dict[str, dict[str, Any]] = {

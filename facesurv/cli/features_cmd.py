@@ -27,8 +27,8 @@ def apply(workspace: WorkspaceOpt = None) -> None:
 
 
 def _contract(kind: str, df, params, quarantine_dir: Path):  # -> valid DataFrame
-    from facesurv.errors import DataError
     from features.contracts import run_contract, save_contract_outputs
+    from ground.errors import DataError
 
     result = run_contract(kind, df, params)
     if not result.passed:
@@ -89,8 +89,8 @@ def materialize(
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Load rows written since the last run into the online store (incremental)."""
-    from facesurv.errors import DataError
     from features.store import materialize as run
+    from ground.errors import DataError
 
     ws, params = open_workspace(workspace)
     try:
@@ -115,11 +115,11 @@ def training_set(
     """Point-in-time training set of prognosis_v1; unmatched rows are counted and listed in a report."""
     import json
 
-    from facesurv.atomic import atomic_path
-    from facesurv.errors import DataError
-    from facesurv.types import SURVIVAL_COLUMNS
     from features.contracts import latest_records, read_table, require_well_formed
     from features.store import training_set as build
+    from ground.atomic import atomic_path
+    from ground.errors import DataError
+    from ground.types import SURVIVAL_COLUMNS
 
     ws, params = open_workspace(workspace)
     ent = require_well_formed(read_table(entities), str(entities))

@@ -23,8 +23,8 @@ def run(
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Run one flow now, against this workspace (Prefect's ephemeral API unless one is configured)."""
-    from facesurv.errors import ConfigError
     from flows import runtime
+    from ground.errors import ConfigError
 
     if name not in FLOW_NAMES:
         raise ConfigError(f"unknown flow {name!r}; choose one of: {', '.join(FLOW_NAMES)}")

@@ -13,30 +13,21 @@ generator_app = typer.Typer(help="Import StyleGAN2 checkpoints safely and inspec
                             no_args_is_help=True)
 
 
-def _config_from_params(g):
-    from embedding.stylegan2 import GeneratorConfig
-
-    return GeneratorConfig.from_params(g)
-
-
-def _load(checkpoint, config=None, seed: int = 0):
+def _load(checkpoint):
     from embedding.stylegan2 import CheckpointError, load_generator
-    from facesurv.errors import DataError
+    from ground.errors import DataError
 
     try:
-        return load_generator(checkpoint, config=config, seed=seed)
+        return load_generator(checkpoint)
     except CheckpointError as exc:
         raise DataError(str(exc)) from None
 
 
 def load_workspace_generator(ws, params, *, device: str = "cpu"):
-    """The generator params.yaml selects -> (G, GeneratorInfo); a relative checkpoint is under the workspace.
+    """The generator params.yaml selects -> (G, GeneratorInfo), from the composition root."""
+    from facesurv.components import components
 
-    For other commands (project, cohort synth): errors come out as one-line DataErrors.
-    """
-    g = params.generator
-    G, info = _load(ws.setting_path(g.checkpoint), config=_config_from_params(g), seed=g.seed)
-    return G.to(device), info
+    return components(ws, params).generator(device=device)
 
 
 def _print_info(G, info, sha_label: str = "sha256") -> None:
@@ -63,7 +54,7 @@ def import_(
     The conversion needs no workspace (--workspace is accepted for uniformity and not read).
     """
     from embedding.stylegan2 import save_generator
-    from facesurv.atomic import atomic_dir, ensure_writable_dir
+    from ground.atomic import atomic_dir, ensure_writable_dir
 
     G, info = _load(checkpoint)
     ensure_writable_dir(out_dir.parent if out_dir.parent != Path("") else Path("."))
@@ -104,7 +95,7 @@ def sample(
     import torch
     from PIL import Image
 
-    from facesurv.atomic import atomic_path
+    from ground.atomic import atomic_path
 
     ws, params = open_workspace(workspace)
     G, info = load_workspace_generator(ws, params)

@@ -12,7 +12,7 @@ from facesurv.cli.common import WorkspaceOpt, open_workspace, out
 
 def init(directory: Annotated[Path, typer.Argument(help="Workspace directory to create.")]) -> None:
     """Create a workspace: a directory with its own params.yaml (copied from the repository)."""
-    from facesurv.workspace import Workspace
+    from ground.workspace import Workspace
 
     ws = Workspace.create(directory)
     ws.load_params()  # a workspace whose params do not validate is not a workspace

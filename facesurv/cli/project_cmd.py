@@ -29,7 +29,7 @@ def _image_entries(folder: Path) -> list[Path]:
 
 def _read_manifest(manifest: Path, aligned_dir: Path) -> list[dict[str, str]]:
     from embedding.fileio import UnsafeFileError, open_regular_file
-    from facesurv.errors import DataError
+    from ground.errors import DataError
 
     try:
         with io.TextIOWrapper(open_regular_file(manifest, root=aligned_dir), encoding="utf-8", newline="") as fh:
@@ -47,7 +47,7 @@ def list_photos(aligned_dir: Path) -> tuple[list[tuple[str, str]], int]:
     folder, photo_id = file stem. Only plain files inside the folder are read later on: a link
     or special file listed here ends in failures.csv with the reason.
     """
-    from facesurv.errors import DataError
+    from ground.errors import DataError
 
     if not aligned_dir.is_dir():
         raise DataError(f"{aligned_dir}: no such directory (give the folder `facesurv align` wrote, "
@@ -71,7 +71,7 @@ def list_photos(aligned_dir: Path) -> tuple[list[tuple[str, str]], int]:
 
 def _resolve_device(device: str) -> str:
     from embedding.projection import resolve_device
-    from facesurv.errors import ConfigError
+    from ground.errors import ConfigError
 
     try:
         return resolve_device(device)
@@ -105,7 +105,7 @@ def latents_table(run, *, space: str, steps: int, loss: str, ginfo, pinfo, setti
         layers = lat.reshape(n, -1)
         lat = feature_latents(lat, space=space) if n else lat.reshape(0, latent_dim)
     if lat.shape[1] != latent_dim:
-        from facesurv.errors import DataError
+        from ground.errors import DataError
 
         raise DataError(f"latents have {lat.shape[1]} dimensions but the table holds {latent_dim}; "
                         "use a generator with z_dim = w_dim = 512")
@@ -161,9 +161,9 @@ def project(
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Embed every aligned photo as a StyleGAN2 latent by gradient descent (resumable: reruns skip finished batches)."""
-    from facesurv.atomic import atomic_path, ensure_writable_dir
-    from facesurv.config import with_overrides
-    from facesurv.errors import ConfigError, DataError, NotAvailableError
+    from ground.atomic import atomic_path, ensure_writable_dir
+    from ground.config import with_overrides
+    from ground.errors import ConfigError, DataError, NotAvailableError
 
     ws, params = open_workspace(workspace)
     params = with_overrides(params, projection={"space": space, "steps": steps, "batch_size": batch_size,

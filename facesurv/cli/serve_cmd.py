@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from facesurv.cli.common import WorkspaceOpt, console, open_workspace, out
-from facesurv.errors import ConfigError
+from ground.errors import ConfigError
 
 serve_app = typer.Typer(help="Serve risk scores over HTTP (every score goes to the lineage ledger first).",
                         invoke_without_command=True)
@@ -51,8 +51,8 @@ def serve(
 
     import uvicorn
 
-    from facesurv.config import with_overrides
-    from serving.wiring import build_server
+    from facesurv.components import build_server
+    from ground.config import with_overrides
 
     ws, params = open_workspace(workspace)
     params = with_overrides(params, serving={"host": host, "port": port})

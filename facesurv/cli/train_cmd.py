@@ -34,7 +34,7 @@ def _dvc_md5(dvc_file: Path) -> str | None:
 
 
 def _default_data(ws) -> Path:
-    from facesurv.errors import DataError
+    from ground.errors import DataError
 
     # the point-in-time training set the flows write from Feast, else the imported clinical table
     for candidate in (ws.artifacts_dir / "training" / "training_set.parquet", ws.data_dir / "clinical" / "clinical.csv"):
@@ -89,7 +89,7 @@ def train(
                           artifact_root=ws.mlflow_dir / "artifacts", out_dir=out_dir,
                           register=not no_register,
                           data_source=str(path.resolve()))
-    from facesurv.atomic import atomic_path
+    from ground.atomic import atomic_path
 
     with atomic_path(out_dir / "table1.csv") as tmp:
         result.table1.to_csv(tmp, index=False)

@@ -17,10 +17,10 @@ FractionOpt = Annotated[float | None, typer.Option("--max-failing-fraction",
 
 
 def _validate(kind: str, file: Path, out_dir: Path, workspace: Path | None, max_failing_fraction: float | None) -> None:
-    from facesurv.atomic import ensure_writable_dir
-    from facesurv.config import with_overrides
-    from facesurv.errors import DataError
     from features.contracts import read_table, run_contract, save_contract_outputs
+    from ground.atomic import ensure_writable_dir
+    from ground.config import with_overrides
+    from ground.errors import DataError
 
     _, params = open_workspace(workspace)
     params = with_overrides(params, contracts={"max_failing_fraction": max_failing_fraction})

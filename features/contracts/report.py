@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from facesurv.atomic import atomic_path, ensure_writable_dir
 from features.contracts.runner import ContractResult
+from ground.atomic import atomic_path, ensure_writable_dir
 
 
 def _csv_ready(df: pd.DataFrame) -> tuple[pd.DataFrame, bool]:

@@ -10,10 +10,10 @@ from typing import Any
 
 import pandas as pd
 
-from facesurv.config import Params
-from facesurv.errors import DataError
 from features.contracts.suites import BUILDERS, KINDS, Check
 from features.contracts.tables import bad_lines
+from ground.config import Params
+from ground.errors import DataError
 
 REASON = "reason"
 EXPECTATION = "expectation"

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from facesurv.clinical_rules import (
+from ground.clinical_rules import (
     CLOCK_SKEW,
     EVENT_VALUES,
     ID_RULE,
@@ -25,7 +25,7 @@ from facesurv.clinical_rules import (
     clinical_rules,
     latest_record_time,
 )
-from facesurv.config import Params
+from ground.config import Params
 
 KINDS = ("clinical", "manifest", "latents")
 MANIFEST_STATUSES = ("aligned", "quarantined")
@@ -64,7 +64,7 @@ def _timestamps(df: pd.DataFrame, col: str) -> pd.Series:
 
 
 def clinical_contract(df: pd.DataFrame, params: Params, *, now: dt.datetime | None = None) -> Contract:
-    """The clinical table's checks; every value rule comes from facesurv.clinical_rules (shared with the API).
+    """The clinical table's checks; every value rule comes from ground.clinical_rules (shared with the API).
 
     Corrections: a patient may have several rows with different record_known_at (the later one
     is the current record, the earlier ones its history); two rows of one patient with the same

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from facesurv.clinical_rules import is_valid_id
-from facesurv.errors import DataError
+from ground.clinical_rules import is_valid_id
+from ground.errors import DataError
 
 BAD_LINES = "bad_lines"
 _SNIFF = 1 << 16

@@ -9,7 +9,7 @@ Survival labels (time_days, event) are never here: they travel with the entity d
 
 from __future__ import annotations
 
-from facesurv.types import LATENT_DIM
+from ground.types import LATENT_DIM
 
 ENTITY = "patient"
 JOIN_KEY = "patient_id"

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from facesurv.config import Params
 from features.feature_repo.schema import CLINICAL_VIEW, LATENT_VIEW
 from features.store.latents import join_latents
 from features.store.repo import (
@@ -28,6 +27,7 @@ from features.store.repo import (
     teardown_repo,
 )
 from features.store.retrieval import TrainingSetReport, materialize, online_features, training_set
+from ground.config import Params
 
 
 def write_clinical(repo_dir: Path | str, df: pd.DataFrame, params: Params) -> int:

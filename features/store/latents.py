@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from facesurv.errors import DataError
 from features.feature_repo.schema import JOIN_KEY, LATENT_TS
+from ground.errors import DataError
 
 
 def join_latents(latents: pd.DataFrame, clinical: pd.DataFrame, *, manifest: pd.DataFrame | None = None,

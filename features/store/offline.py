@@ -19,9 +19,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from facesurv.config import Params
-from facesurv.errors import DataError
-from facesurv.types import LATENT_DIM
 from features.feature_repo.schema import (
     CLINICAL_DEDUPE,
     CLINICAL_TS,
@@ -35,6 +32,9 @@ from features.feature_repo.schema import (
     OFFLINE_DIR,
     clinical_features,
 )
+from ground.config import Params
+from ground.errors import DataError
+from ground.types import LATENT_DIM
 
 STAGING = ".staging"
 

@@ -6,10 +6,10 @@ import string
 from pathlib import Path
 from typing import Any
 
-from facesurv.atomic import atomic_path
-from facesurv.config import Params
-from facesurv.errors import ConfigError
 from features.store.offline import drop_offline, ensure_offline, offline_locations
+from ground.atomic import atomic_path
+from ground.config import Params
+from ground.errors import ConfigError
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "feature_repo"
 

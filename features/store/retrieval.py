@@ -10,11 +10,11 @@ from typing import Any
 
 import pandas as pd
 
-from facesurv.atomic import atomic_path
-from facesurv.config import Params
-from facesurv.errors import DataError
 from features.feature_repo.schema import CLINICAL_VIEW, JOIN_KEY, LATENT_VIEW, clinical_features
 from features.feature_repo.schema import LATENT_FEATURES as _LATENT_FEATURES
+from ground.atomic import atomic_path
+from ground.config import Params
+from ground.errors import DataError
 
 WATERMARKS = "materialized.json"
 ROW_ID = "entity_row"

@@ -290,7 +290,7 @@ def test_model_files_are_verified(tmp_path: Path) -> None:
 
 
 def test_config_mirrors_params(params) -> None:
-    from facesurv.config import AlignParams
+    from ground.config import AlignParams
 
     assert {f.name for f in dataclasses.fields(AlignParams)} == {f.name for f in dataclasses.fields(AlignConfig)}
     assert dataclasses.asdict(AlignConfig.from_object(params.align)) == dataclasses.asdict(params.align)

@@ -181,7 +181,7 @@ def check_demo_workspace(out: Path, stdout: str, stderr: str, capsys) -> None:
 
 
 def check_scored_patient(out: Path, stderr: str, capsys) -> None:
-    from facesurv.workspace import Workspace
+    from ground.workspace import Workspace
 
     (line,) = re.findall(r"^POST /v1/scores .*$", stderr, re.M)
     m = re.fullmatch(r"POST /v1/scores (\S+): risk (-?\d+\.\d{3}) \(percentile (\d+)\), survival (.+), "
@@ -265,9 +265,9 @@ def assert_shown(text: str, value: float, ci: list[float], *, tol: float = SHOWN
 
 
 def test_demo_chooses_real_faces_only_where_a_face_folder_exists(tmp_path: Path, params) -> None:
-    from facesurv.config import with_overrides
-    from facesurv.workspace import Workspace
-    from flows.demo import choose_faces
+    from demo.runner import choose_faces
+    from ground.config import with_overrides
+    from ground.workspace import Workspace
 
     ws = Workspace(tmp_path)
     faces = tmp_path / "faces"

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.report import ReportInputs, metrics_json, retention, write_report
+from demo.report import ReportInputs, metrics_json, retention, write_report
 
 MODELS = ("embedding_deepsurv", "embedding_coxph", "clinical_coxph", "clinical_deepsurv", "fusion",
           "oracle_embedding", "oracle_fusion")
@@ -71,7 +71,7 @@ def test_real_faces_report_alignment_per_group_and_no_face_only_retention(tmp_pa
 def test_alignment_audit_counts_per_group() -> None:
     import pandas as pd
 
-    from flows.demo import audit_by_group
+    from demo.runner import audit_by_group
 
     frame = pd.DataFrame({"photo_sex": ["female", "female", "male"], "race_group": ["a", "b", "a"],
                           "aligned": [True, False, True]})
@@ -129,8 +129,8 @@ def test_a_stage_is_broken_down_into_its_parts(tmp_path: Path) -> None:
 
 
 def test_contract_rows_merge_batches(tmp_path: Path) -> None:
-    from facesurv.workspace import Workspace
-    from flows.demo import contract_rows
+    from demo.runner import contract_rows
+    from ground.workspace import Workspace
 
     ws = Workspace(tmp_path)
     for i, (kind, rows, failing) in enumerate([("latents", 32, 0), ("latents", 10, 2), ("clinical", 5, 0)]):
@@ -145,9 +145,9 @@ def test_contract_rows_merge_batches(tmp_path: Path) -> None:
 
 
 def test_demo_refuses_early_when_the_cohort_has_too_few_events(params) -> None:
-    from facesurv.config import with_overrides
-    from facesurv.errors import DataError
-    from flows.demo import check_enough_events
+    from demo.runner import check_enough_events
+    from ground.config import with_overrides
+    from ground.errors import DataError
 
     check_enough_events(with_overrides(params, cohort={"base": "gbsg2"}, synth={"patients": 300}))
     with pytest.raises(DataError, match=r"aids: 300 patients hold about \d+ events .* pass --patients \d+"):
@@ -155,8 +155,8 @@ def test_demo_refuses_early_when_the_cohort_has_too_few_events(params) -> None:
 
 
 def test_without_patients_given_a_low_event_base_gets_the_patients_it_needs(params) -> None:
-    from facesurv.config import with_overrides
-    from flows.demo import check_enough_events, patients_needed
+    from demo.runner import check_enough_events, patients_needed
+    from ground.config import with_overrides
 
     assert patients_needed(with_overrides(params, cohort={"base": "gbsg2"}, synth={"patients": 300})) is None
     suggest, why = patients_needed(with_overrides(params, cohort={"base": "aids"}, synth={"patients": 300}))

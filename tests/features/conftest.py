@@ -24,7 +24,7 @@ def feat_params(params):
     """Repository params with the local profile and the gbsg2 base the fixtures use."""
     import dataclasses
 
-    from facesurv.config import with_overrides
+    from ground.config import with_overrides
 
     return dataclasses.replace(with_overrides(params, cohort={"base": "gbsg2"}), profile="local")
 

@@ -161,14 +161,14 @@ def test_latents_contract(feat_params, make_latents):
 
 
 def test_unknown_kind(feat_params):
-    from facesurv.errors import DataError
+    from ground.errors import DataError
 
     with pytest.raises(DataError, match="unknown contract"):
         run_contract("photos", pd.DataFrame(), feat_params)
 
 
 def test_unreadable_file(tmp_path):
-    from facesurv.errors import DataError
+    from ground.errors import DataError
 
     path = tmp_path / "latents.parquet"
     path.write_bytes(b"not parquet")

@@ -13,7 +13,6 @@ import pandas as pd
 import pytest
 
 from facesurv.cli import main
-from facesurv.errors import DataError
 from features.contracts import (
     bad_lines,
     latest_records,
@@ -22,6 +21,7 @@ from features.contracts import (
     run_contract,
     save_contract_outputs,
 )
+from ground.errors import DataError
 
 
 @pytest.fixture(scope="module")

@@ -68,8 +68,8 @@ def test_render_scale_profile(feat_params, tmp_path):
 
 
 def test_unknown_profile_template_is_a_config_error(feat_params, tmp_path, monkeypatch):
-    from facesurv.errors import ConfigError
     from features.store import repo
+    from ground.errors import ConfigError
 
     monkeypatch.setattr(repo, "TEMPLATE_DIR", tmp_path / "none")
     with pytest.raises(ConfigError, match="no feature_store template"):
@@ -82,8 +82,8 @@ def test_unknown_profile_template_is_a_config_error(feat_params, tmp_path, monke
     ("redis_connection", "localhost", "redis_connection must be host:port"),
 ])
 def test_scale_params_are_checked(feat_params, key, value, match):
-    from facesurv.config import with_overrides
-    from facesurv.errors import ConfigError
+    from ground.config import with_overrides
+    from ground.errors import ConfigError
 
     raw_scale = dataclasses.asdict(feat_params.features.scale) | {key: value}
     with pytest.raises(ConfigError, match=match):

@@ -69,14 +69,14 @@ def test_a_failed_write_leaves_no_part(local_store, monkeypatch, make_latents):
 
 
 def test_write_rejects_a_table_without_required_columns(local_store):
-    from facesurv.errors import DataError
+    from ground.errors import DataError
 
     with pytest.raises(DataError, match="lack column"):
         fs.write_clinical(local_store.repo, local_store.cohort.drop(columns=["age"]), local_store.params)
 
 
 def test_write_rejects_a_latent_of_the_wrong_size(local_store):
-    from facesurv.errors import DataError
+    from ground.errors import DataError
 
     rows, _ = fs.join_latents(local_store.latents.head(1), local_store.cohort, aligner_version="x")
     rows.at[0, "latent"] = np.zeros(10, np.float32)
@@ -140,7 +140,7 @@ def test_rows_without_a_match_are_counted_and_reported(local_store):
 
 
 def test_training_set_needs_a_reference_time(local_store):
-    from facesurv.errors import DataError
+    from ground.errors import DataError
 
     with pytest.raises(DataError, match="reference time"):
         fs.training_set(local_store.repo, pd.DataFrame({"patient_id": ["x"]}), local_store.params,
@@ -194,7 +194,7 @@ def test_join_latents_reports_what_it_cannot_attribute(cohort, make_latents):
 
 
 def test_join_latents_needs_an_aligner_version(cohort, make_latents):
-    from facesurv.errors import DataError
+    from ground.errors import DataError
 
     with pytest.raises(DataError, match="aligner version"):
         fs.join_latents(make_latents(["a"], seed=0), cohort)

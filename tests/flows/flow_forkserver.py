@@ -59,15 +59,16 @@ def main() -> None:
     import features.store  # noqa: F401
     import features.store.offline  # noqa: F401
     import features.store.retrieval  # noqa: F401
-    from facesurv.workspace import Workspace
-    from flows import embedding_steps
+    from facesurv.components import components
     from flows.nightly_embedding import nightly_embedding
+    from ground.workspace import Workspace
 
     # the children inherit these caches: the dlib models and the generator load once
     ws = Workspace(Path(workspace))
     params = ws.load_params()
-    embedding_steps.aligner(params)
-    embedding_steps.generator(ws, params)
+    parts = components(ws, params)
+    _ = parts.aligner
+    parts.generator()
 
     proto = os.fdopen(os.dup(1), "w", buffering=1)
     print(json.dumps({"ready": True}), file=proto)

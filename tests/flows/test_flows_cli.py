@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from facesurv.cli import main
-from facesurv.errors import NotAvailableError
 from flows.available import require
+from ground.errors import NotAvailableError
 
 
 def test_flows_help_lists_run_and_serve(capsys) -> None:
@@ -49,8 +49,8 @@ def test_task_runner_choice(params) -> None:
     from prefect.task_runners import ThreadPoolTaskRunner
     from prefect_dask import DaskTaskRunner
 
-    from facesurv.config import with_overrides
     from flows.nightly_embedding import task_runner_for
+    from ground.config import with_overrides
 
     assert isinstance(task_runner_for(params), ThreadPoolTaskRunner)
     assert isinstance(task_runner_for(params, dask_workers=2), DaskTaskRunner)

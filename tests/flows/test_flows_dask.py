@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from facesurv.workspace import Workspace
+from ground.workspace import Workspace
 from tests.flows.flows_helpers import tiny_params, write_png
 
 

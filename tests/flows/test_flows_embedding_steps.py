@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from facesurv.config import with_overrides
-from facesurv.errors import ConfigError
 from flows import embedding_steps
+from ground.config import with_overrides
+from ground.errors import ConfigError
 
 
 def test_a_relative_checkpoint_is_found_under_the_workspace(workspace, params, tmp_path: Path) -> None:
@@ -31,14 +31,19 @@ def test_a_relative_checkpoint_is_found_under_the_workspace(workspace, params, t
     assert Path(info.source) == workspace.root / "generators" / "tiny"
 
 
-def test_projection_device_follows_the_setting() -> None:
+def test_projection_device_follows_the_setting(params) -> None:
     import torch
 
-    assert embedding_steps.projection_device("cpu") == "cpu"
-    assert embedding_steps.projection_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    from facesurv.components import Components
+
+    def device(setting: str) -> str:
+        return Components(None, with_overrides(params, projection={"device": setting})).device
+
+    assert device("cpu") == "cpu"
+    assert device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="projection.device is cuda but this machine has no CUDA device"):
-            embedding_steps.projection_device("cuda")
+            device("cuda")
 
 
 def test_setting_paths_are_taken_under_the_workspace(workspace, tmp_path: Path) -> None:

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from facesurv.errors import DataError
 from features import inbox as inbox_mod
 from features.inbox import ingest, mark_done, scan_inbox
 from flows import embedding_steps
+from ground.errors import DataError
 
 SECRET = b"root:x:0:0:outside the inbox, must never be copied\n"
 

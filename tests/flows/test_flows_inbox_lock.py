@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from facesurv.errors import DataError
 from features.inbox import ingest, mark_done, scan_inbox
 from features.lock import LockTimeout, data_repo_lock
+from ground.errors import DataError
 
 
 @pytest.fixture()

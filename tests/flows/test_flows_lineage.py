@@ -36,7 +36,7 @@ def test_code_version_outside_git_is_unknown(tmp_path) -> None:
 
 
 def test_params_hash_changes_with_params(params) -> None:
-    from facesurv.config import with_overrides
+    from ground.config import with_overrides
 
     other = with_overrides(params, flows={"lock_timeout_s": 1.0})
     assert other.params_hash != params.params_hash

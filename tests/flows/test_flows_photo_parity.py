@@ -16,8 +16,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.mark.parametrize("space", ["w", "w+"])
 def test_an_uploaded_photo_gets_the_latent_the_nightly_flow_gives_it(workspace, shared_dir, space) -> None:
+    from facesurv.components import Components
     from flows.embedding_steps import align_one, project_batch, projection_inputs
-    from serving.photo import PhotoPipeline
 
     tiny_params(workspace.root, projection={"steps": 3, "batch_size": 2, "space": space})
     params = workspace.load_params()
@@ -30,7 +30,7 @@ def test_an_uploaded_photo_gets_the_latent_the_nightly_flow_gives_it(workspace, 
     assert row["status"] == "aligned", row
     flow_latent = pd.read_parquet(project_batch(workspace, params, projection_inputs(workspace)))["latent"][0]
 
-    served = PhotoPipeline(params, workspace=workspace)(source.read_bytes())
+    served = Components(workspace, params).photo_pipeline()(source.read_bytes())  # its own models
     assert np.asarray(flow_latent).shape == (512,) and len(served.latent) == 512
     # float tolerance only: the same preprocessing, seed, statistics and w+ reduction
     np.testing.assert_allclose(served.latent, np.asarray(flow_latent, dtype=np.float64), rtol=0, atol=1e-5)

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from facesurv.errors import DataError
 from features.versioning import (
     data_revision,
     init_data_repo,
@@ -16,6 +15,7 @@ from features.versioning import (
     tracked_md5s,
     version_inputs,
 )
+from ground.errors import DataError
 
 
 def _git_log(root: Path) -> list[str]:

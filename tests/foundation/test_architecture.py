@@ -53,16 +53,53 @@ def test_nothing_imports_flows(package: str) -> None:
     assert not bad, "flows call the libraries, never the reverse:\n" + "\n".join(bad)
 
 
-def test_facesurv_core_depends_on_no_library_package() -> None:
-    upward = set(LIBRARIES) | {"flows"}
-    bad = []
-    for p in _py_files("facesurv"):
-        in_cli = "cli" in p.relative_to(REPO / "facesurv").parts
-        for line, mod in _imports(p, top_level_only=in_cli):
-            if mod in upward:
-                bad.append(f"{p.relative_to(REPO)}:{line} imports {mod}")
-    assert not bad, ("facesurv/ holds CLI, config and shared types; the CLI may reach the libraries only "
-                     "inside command bodies:\n" + "\n".join(bad))
+# The package picture, bottom to top: what each part may import of the project (anywhere in
+# a file, inside functions too). The CLI (facesurv.cli) is the top and may import everything.
+LAYERS: dict[str, set[str]] = {
+    "ground": set(),
+    "embedding": set(),
+    "features": {"ground", "embedding"},
+    "training": {"ground", "features"},
+    "serving": {"ground", "embedding", "features", "training"},
+    "facesurv.components": {"ground", "embedding", "features", "training", "serving"},
+    "flows": {"ground", "embedding", "features", "training", "facesurv.components"},
+    "demo": {"ground", "embedding", "features", "training", "serving", "facesurv.components", "flows"},
+}
+PROJECT = ("ground", "embedding", "features", "training", "serving", "flows", "facesurv", "demo")
+
+
+def _part(module: str) -> str | None:
+    """The LAYERS entry a dotted module name belongs to (None: not the project's)."""
+    top = module.split(".")[0]
+    if top == "facesurv":
+        return "facesurv.components" if module.startswith("facesurv.components") else "facesurv"
+    return top if top in PROJECT else None
+
+
+def _files_of(part: str) -> list[Path]:
+    return [REPO / "facesurv" / "components.py"] if part == "facesurv.components" else _py_files(part)
+
+
+@pytest.mark.parametrize("part", list(LAYERS))
+def test_each_part_imports_only_the_parts_below_it(part: str) -> None:
+    allowed = LAYERS[part] | {part}
+    bad = [f"{p.relative_to(REPO)}:{line} imports {mod}" for p in _files_of(part)
+           for line, mod in _full_imports(p) if _part(mod) is not None and _part(mod) not in allowed]
+    assert not bad, (f"{part} may import only {sorted(LAYERS[part])} of the project "
+                     "(docs/architecture.md has the picture):\n" + "\n".join(bad))
+
+
+def test_ground_imports_only_the_standard_library_yaml_and_numpy() -> None:
+    allowed = STDLIB | {"yaml", "numpy", "ground", "__future__"}
+    bad = [f"{p.relative_to(REPO)}:{line} imports {mod}" for p in _py_files("ground")
+           for line, mod in _imports(p, top_level_only=False) if mod not in allowed]
+    assert not bad, "ground/ stands on nothing of the project or the heavy stack:\n" + "\n".join(bad)
+
+
+def test_the_ground_does_not_live_in_the_cli_package() -> None:
+    stray = sorted(p.name for p in (REPO / "facesurv").glob("*.py")
+                   if p.name not in {"__init__.py", "__main__.py", "components.py"})
+    assert not stray, f"facesurv/ holds the CLI and the composition root only; move these to ground/: {stray}"
 
 
 def test_cli_modules_keep_heavy_imports_out_of_module_level() -> None:
@@ -113,7 +150,7 @@ print(json.dumps({"mods": mods, "errors": errors, "env": changed, "home": new_ho
 def test_importing_every_module_has_no_side_effects(tmp_path: Path) -> None:
     empty = tmp_path / "cwd"
     empty.mkdir()
-    pkgs = ["facesurv", *LIBRARIES, "flows"]
+    pkgs = list(PROJECT)
     env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path / "home")}
     r = subprocess.run([sys.executable, "-c", PROBE, str(REPO), *pkgs], cwd=empty, capture_output=True, text=True,
                        env=env, timeout=600)
@@ -139,9 +176,9 @@ def _full_imports(path: Path) -> list[tuple[int, str]]:
     return found
 
 
-@pytest.mark.parametrize("package", [*LIBRARIES, "flows", "facesurv"])
+@pytest.mark.parametrize("package", [*LIBRARIES, "ground", "flows", "demo", "facesurv"])
 def test_only_the_cli_imports_the_cli(package: str) -> None:
-    """The CLI is the top: library, flow and ground code never import facesurv.cli."""
+    """The CLI is the top: library, flow, demo and ground code never import facesurv.cli."""
     bad = [f"{p.relative_to(REPO)}:{line} imports {mod}" for p in _py_files(package)
            if not (package == "facesurv" and ("cli" in p.relative_to(REPO / "facesurv").parts
                                               or p.name == "__main__.py"))
@@ -149,11 +186,11 @@ def test_only_the_cli_imports_the_cli(package: str) -> None:
     assert not bad, "only facesurv/cli and facesurv/__main__.py may import the CLI:\n" + "\n".join(bad)
 
 
-def test_no_module_imports_one_that_imports_it_back() -> None:
-    """An import circle (a imports b, b imports a, at any depth inside functions too) makes the
+def test_no_import_circle() -> None:
+    """An import circle (a imports b ... imports a, at any depth, inside functions too) makes the
     package picture unreadable and its load order fragile."""
     modules = {}
-    for package in (*LIBRARIES, "flows", "facesurv"):
+    for package in PROJECT:
         for p in _py_files(package):
             name = ".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
             modules[name] = p
@@ -169,5 +206,37 @@ def test_no_module_imports_one_that_imports_it_back() -> None:
                 targets.update(a.name for a in n.names)
         graph[name] = {t for t in targets if t in modules and t != name and not name.startswith(t + ".")
                        and not t.startswith(name + ".")}
-    pairs = sorted({tuple(sorted((a, b))) for a, outs in graph.items() for b in outs if a in graph.get(b, set())})
-    assert not pairs, "modules that import each other:\n" + "\n".join(f"{a} <-> {b}" for a, b in pairs)
+    # Tarjan's strongly connected components: any component of two or more modules is a circle
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    circles: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                circles.append(sorted(comp))
+
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 10 * len(graph) + 100))
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    assert not circles, "modules that import each other (through a circle):\n" + "\n".join(
+        " <-> ".join(c) for c in circles)

@@ -54,7 +54,7 @@ def test_workspace_is_the_flag_then_the_environment_then_the_current_directory(t
     """Each candidate workspace gets its own cohort.seed, so the printed params say which one was read."""
     import yaml
 
-    from facesurv.config import load_params
+    from ground.config import load_params
 
     def make(name: str, seed: int) -> Path:
         ws = tmp_path / name

@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from facesurv.clinical_rules import (
+from ground.clinical_rules import (
     BASE_RULES,
     PATIENT_ID_PATTERN,
     check_clinical_fields,
@@ -18,7 +18,7 @@ from facesurv.clinical_rules import (
     clinical_rules,
     is_valid_id,
 )
-from facesurv.errors import DataError
+from ground.errors import DataError
 
 GBSG2 = {"age": "61", "sex": "female", "cancer_type": "breast", "estrec": "20", "pnodes": "3", "progrec": "40",
          "tsize": "25", "hor_th": "no", "menostat": "Post", "tgrade": "II"}

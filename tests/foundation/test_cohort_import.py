@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from facesurv.cli import main
-from facesurv.errors import DataError
 from features.cohort import COHORTS, clinical_columns, import_cohort, reverse_km_median, summarize
+from ground.errors import DataError
 
 KW = {"seed": 0, "admission_start": "2012-01-01", "admission_span_days": 1460, "record_lag_days": 14}
 

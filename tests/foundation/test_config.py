@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from facesurv.config import Params, load_params, parse_params, with_overrides
-from facesurv.errors import ConfigError
+from ground.config import Params, load_params, parse_params, with_overrides
+from ground.errors import ConfigError
 
 
 def _raw(repo_root: Path) -> dict:

@@ -92,8 +92,8 @@ def test_relative_checkpoint_resolves_against_workspace(workspace, tiny_G, capsy
 
 
 def test_params_reject_channel_base_below_resolution(workspace):
-    from facesurv.config import load_params
-    from facesurv.errors import ConfigError
+    from ground.config import load_params
+    from ground.errors import ConfigError
 
     p = workspace.root / "params.yaml"
     p.write_text(p.read_text().replace("  channel_base: 32768", "  channel_base: 16", 1))

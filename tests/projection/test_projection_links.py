@@ -13,7 +13,7 @@ from PIL import Image
 
 from embedding.project_batch import PhotoInput, load_photo, project_photos
 from facesurv.cli.project_cmd import list_photos
-from facesurv.errors import DataError
+from ground.errors import DataError
 
 from .conftest import FAST
 

@@ -20,7 +20,7 @@ TOKEN = "test-token-0123456789abcdef"
 @pytest.fixture(scope="session")
 def champion_registry(tmp_path_factory, repo_root):
     """A session workspace whose MLflow store (mlflow/mlflow.db) holds a champion."""
-    from facesurv.workspace import Workspace
+    from ground.workspace import Workspace
 
     root = tmp_path_factory.mktemp("serving-ws")
     shutil.copyfile(repo_root / "params.yaml", root / "params.yaml")

@@ -66,7 +66,7 @@ def test_feast_backed_api_records_feature_lineage(make_app, feast_reader, auth):
 
 
 def test_demo_scores_through_the_api_and_detects_tampering(champion_registry, feast_reader, params):
-    from serving.demo import score_through_api
+    from demo.api_tour import score_through_api
 
     lines: list[str] = []
     summary = score_through_api(champion_registry.workspace, params, patient_id="gbsg2-00002", log=lines.append)

@@ -9,7 +9,7 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
-from facesurv.errors import ConfigError
+from ground.errors import ConfigError
 from serving.auth import TokenStore, add_token_to_file, read_token_entries, revoke_token_in_file
 from tests.serving.conftest import TOKEN
 

@@ -16,7 +16,7 @@ import stat
 
 import pytest
 
-from facesurv.errors import ConfigError
+from ground.errors import ConfigError
 from serving.anchor import Anchor, AnchorLog, AnchorSettings, LedgerKey
 from serving.ledger import (
     GENESIS,

@@ -160,7 +160,7 @@ def test_pg_serving_role_may_only_insert_and_select(pg):
 
 
 def test_pg_grant_refuses_a_superuser(pg):
-    from facesurv.errors import ConfigError
+    from ground.errors import ConfigError
 
     schema, _, _ = pg
     with pytest.raises(ConfigError, match="superuser"):

@@ -8,7 +8,7 @@ import dataclasses
 import httpx
 import pytest
 
-from facesurv.errors import ConfigError
+from ground.errors import ConfigError
 from tests.serving.conftest import TOKEN, live_server
 
 
@@ -35,7 +35,7 @@ def test_wiring_ledger_target_per_profile(champion_registry, params):
 
 
 def test_live_server_concurrent_clients_one_unbroken_chain(champion_registry, feature_reader, params):
-    from serving.wiring import build_server
+    from facesurv.components import build_server
 
     ws = champion_registry.workspace
     server = build_server(ws, params, env={"FACESURV_API_TOKENS": TOKEN}, read_features=feature_reader,

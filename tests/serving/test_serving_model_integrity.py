@@ -25,7 +25,7 @@ def own_registry(tmp_path_factory, repo_root):
     """A champion of our own: these tests tamper with its files (and put them back)."""
     import mlflow
 
-    from facesurv.workspace import Workspace
+    from ground.workspace import Workspace
 
     root = tmp_path_factory.mktemp("integrity-ws")
     shutil.copyfile(repo_root / "params.yaml", root / "params.yaml")

@@ -15,10 +15,10 @@ CLINICAL = {"age": "61", "estrec": "20", "pnodes": "3", "progrec": "40", "tsize"
 
 @pytest.fixture(scope="module")
 def pipeline(params):
-    from serving.photo import PhotoPipeline
+    from facesurv.components import Components
 
     quick = dataclasses.replace(params, projection=dataclasses.replace(params.projection, steps=2))
-    return PhotoPipeline(quick)
+    return Components(None, quick).photo_pipeline()
 
 
 def test_photo_scoring_records_photo_lineage_and_keeps_upload_for_retention(make_app, pipeline, auth,

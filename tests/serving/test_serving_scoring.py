@@ -121,7 +121,7 @@ def test_score_patient_raises_unknown_patient(champion, feature_reader) -> None:
 
 
 def test_missing_feature_values_name_the_columns_and_all_missing_is_unknown(champion, rows) -> None:
-    from facesurv.errors import DataError
+    from ground.errors import DataError
     from serving.scoring import OnlineFeatures, UnknownPatient
 
     full = {c: float(rows.loc[KNOWN[0], c]) for c in champion.input_columns}
@@ -143,7 +143,7 @@ def test_missing_feature_values_name_the_columns_and_all_missing_is_unknown(cham
 
 
 def test_no_feature_store_is_not_available(champion) -> None:
-    from facesurv.errors import NotAvailableError
+    from ground.errors import NotAvailableError
 
     with pytest.raises(NotAvailableError, match=r"no online feature store is configured"):
         make_scorer(champion, None).score_patients([(KNOWN[0], "t")])
@@ -288,7 +288,7 @@ def test_score_photo_predicts_from_the_clinical_fields_and_records_the_photo(cha
 
 
 def test_score_photo_refusals(champion, rows) -> None:
-    from facesurv.errors import DataError, NotAvailableError
+    from ground.errors import DataError, NotAvailableError
     from serving.scoring import PhotoRejected
 
     clinical = {c: float(rows.loc[KNOWN[1], c]) for c in champion.input_columns}

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from facesurv.errors import ConfigError
+from ground.errors import ConfigError
 from serving.auth import TokenStore, add_token_to_file, hash_token, read_token_file
 from serving.privacy import load_pseudonym_key, pseudonym, purge_uploads
 from serving.ratelimit import RateLimiter

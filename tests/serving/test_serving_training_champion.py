@@ -12,8 +12,8 @@ pytestmark = pytest.mark.slow
 
 
 def test_serves_the_promoted_training_champion(champion_registry, params, repo_root, tmp_path, auth):
-    from facesurv.workspace import Workspace
     from features.cohort import covariate_columns
+    from ground.workspace import Workspace
     from serving.app import create_app
     from serving.auth import TokenStore
     from serving.ledger import SQLiteLedger

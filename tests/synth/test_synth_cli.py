@@ -26,7 +26,7 @@ def two_runs(tmp_path_factory):
 
     import yaml
 
-    from facesurv.workspace import Workspace
+    from ground.workspace import Workspace
 
     root = tmp_path_factory.mktemp("synthcli")
     ws = Workspace(root / "ws")
@@ -202,8 +202,8 @@ def test_bad_arguments_are_one_line_errors(synth_workspace, tmp_path, capsys, ar
 
 
 def test_make_synth_cohort_errors_name_the_option(params, tmp_path):
-    from facesurv.errors import DataError
-    from flows.synth_cohort import make_synth_cohort
+    from demo.cohort import make_synth_cohort
+    from ground.errors import DataError
 
     with pytest.raises(DataError, match="--strength must be >= 0"):
         make_synth_cohort(params, tmp_path / "c", strength=-0.5)

@@ -7,7 +7,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from facesurv.errors import DataError
 from features.synth_cohort import (
     assemble_cohort,
     clinical_design,
@@ -26,6 +25,7 @@ from features.synth_survival import (
     draw_outcomes,
     fit_weibull_ph,
 )
+from ground.errors import DataError
 
 
 @pytest.fixture(scope="module")

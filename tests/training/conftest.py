@@ -49,7 +49,7 @@ def mlflow_store(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def fast_params(params):
-    from facesurv.config import with_overrides
+    from ground.config import with_overrides
 
     return with_overrides(
         params,

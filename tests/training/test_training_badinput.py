@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from facesurv.errors import DataError
+from ground.errors import DataError
 
 
 @pytest.fixture()
@@ -24,7 +24,7 @@ def run_count(mlflow_store):
 
 
 def _train(df, fast_params, mlflow_store, tmp_path, **over):
-    from facesurv.config import with_overrides
+    from ground.config import with_overrides
     from training.pipeline import train
 
     params = with_overrides(fast_params, **over) if over else fast_params

@@ -44,7 +44,7 @@ def test_training_table_readers(tmp_path, cohort_df):
     import numpy as np
     import pytest
 
-    from facesurv.errors import DataError
+    from ground.errors import DataError
     from training.pipeline import load_training_frame
 
     df = cohort_df.head(5).copy()

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from facesurv.errors import ConfigError, DataError
+from ground.errors import ConfigError, DataError
 from training.crossfit import (
     CrossFit,
     bootstrap_derived,
@@ -218,7 +218,7 @@ def test_clinical_only_frame_skips_latent_models(cohort_df, fast_params):
 
 @pytest.mark.slow
 def test_cross_fit_with_every_default_model(cohort_df, fast_params):
-    from facesurv.config import with_overrides
+    from ground.config import with_overrides
 
     params = with_overrides(fast_params, training={
         "models": ["coxph_clinical", "deepsurv_clinical", "coxnet_latent", "deepsurv_latent"],

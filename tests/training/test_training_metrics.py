@@ -44,7 +44,7 @@ def test_horizon_beyond_follow_up_is_nan_not_extrapolated():
 
 
 def test_evaluate_rejects_an_all_censored_test_set():
-    from facesurv.errors import DataError
+    from ground.errors import DataError
 
     time, event, x = _data()
     with pytest.raises(DataError, match="all 150 patients are censored"):

@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pytest
 
-from facesurv.errors import DataError
+from ground.errors import DataError
 from training.model_io import load_model, save_model
 
 DAYS = np.array([30.0, 365.0, 1095.0, 1825.0, 5000.0])

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from facesurv.errors import DataError
+from ground.errors import DataError
 from training.baseline import breslow, survival_at
 from training.preprocess import Preprocessor, clinical_feature_columns
 
@@ -111,7 +111,7 @@ def test_pycox_ibs_works_with_the_scipy_shim(cohort_df):
 def test_out_of_fold_refits_check_events_at_the_folds_share(cohort_df, fast_params):
     # a member that just passes the check on the whole training part would fail it on every
     # fold (which holds (k-1)/k of the events); the fusion must not fail because of that
-    from facesurv.errors import DataError
+    from ground.errors import DataError
     from training.fusion import out_of_fold_risks
     from training.models import factory
     from training.preprocess import Preprocessor

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facesurv.errors import DataError
+from ground.errors import DataError
 
 
 def test_table1_has_every_model_with_cis(trained):
@@ -115,7 +115,7 @@ def test_served_pyfunc_contract(trained, mlflow_store, cohort_df, fast_params):
 def test_promotion_rules_and_records(trained, cohort_df, mlflow_store, fast_params):
     from mlflow import MlflowClient
 
-    from facesurv.config import with_overrides
+    from ground.config import with_overrides
     from training.pipeline import train
     from training.registry import promote
 

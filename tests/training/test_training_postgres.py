@@ -28,7 +28,7 @@ def pg_database():
 def test_scale_profile_tracks_registers_and_promotes_on_postgres(pg_database, cohort_df, fast_params, tmp_path):
     from mlflow import MlflowClient
 
-    from facesurv.config import parse_params
+    from ground.config import parse_params
     from training.pipeline import train
     from training.registry import promote
     from training.tracking import tracking_uri_for

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from facesurv.errors import DataError
+from ground.errors import DataError
 from training.splits import FrozenSplit, draw_split, split_frame
 
 

@@ -50,7 +50,7 @@ def atomic_dir(target: Path | str) -> Iterator[Path]:
 
 def ensure_writable_dir(path: Path | str) -> Path:
     """Create `path` if needed and check it can be written; raise a one-line error if not."""
-    from facesurv.errors import FacesurvError
+    from ground.errors import FacesurvError
 
     path = Path(path)
     try:

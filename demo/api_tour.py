@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from facesurv.config import Params
-from facesurv.workspace import Workspace
+from ground.config import Params
+from ground.workspace import Workspace
 
 
 @contextlib.contextmanager
@@ -75,11 +75,11 @@ def score_through_api(ws: Workspace, params: Params, *, patient_id: str | None =
     """
     import httpx
 
-    from facesurv.errors import DataError
+    from facesurv.components import build_server
+    from ground.errors import DataError
     from serving.audit import provenance_lines
     from serving.auth import TOKEN_ENV, new_token
     from serving.examples import curl_examples
-    from serving.wiring import build_server
 
     if patient_id is None:
         import pandas as pd

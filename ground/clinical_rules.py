@@ -23,8 +23,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from facesurv.errors import DataError
-from facesurv.types import CLINICAL_ID_COLUMNS, SEX_VALUES, SURVIVAL_COLUMNS
+from ground.errors import DataError
+from ground.types import CLINICAL_ID_COLUMNS, SEX_VALUES, SURVIVAL_COLUMNS
 
 # --- ids -------------------------------------------------------------------------------------------
 

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from facesurv.config import Params
-from facesurv.errors import FacesurvError, NotAvailableError
-from facesurv.workspace import Workspace
+from ground.config import Params
+from ground.errors import FacesurvError, NotAvailableError
+from ground.workspace import Workspace
 
 # report name -> training/'s model name
 MODEL_MAP = {
@@ -91,7 +91,7 @@ def _require(module: str, stage: str, issue: int) -> Any:
 def stage_cohort(ctx: DemoContext) -> str:
     """The semi-synthetic cohort, dropped into the inbox the nightly flow reads: real photos
     go where the flow aligns them, rendered portraits are declared pre-aligned."""
-    synth = _require("flows.synth_cohort", "semi-synthetic cohort", 4)
+    synth = _require("demo.cohort", "semi-synthetic cohort", 4)
     p = ctx.params
     check_enough_events(p)
     summary = synth.make_synth_cohort(p, ctx.cohort_dir, ws=ctx.ws, base=p.cohort.base, patients=p.synth.patients,
@@ -149,7 +149,7 @@ def patients_needed(params: Params) -> tuple[int, str] | None:
 
 def check_enough_events(params: Params) -> None:
     """Fail in seconds, not after the projection, when the cohort would hold too few events."""
-    from facesurv.errors import DataError
+    from ground.errors import DataError
 
     short = patients_needed(params)
     if short is not None:
@@ -204,7 +204,7 @@ def _oracle_frame(ctx: DemoContext) -> Any:
 
 def stage_oracle(ctx: DemoContext) -> str:
     """The same models on the true latents and the same frozen test split (never registered)."""
-    from facesurv.config import with_overrides
+    from ground.config import with_overrides
 
     if ctx.real_faces:
         raise NotApplicable("real faces have no true latents; the ceiling (evaluation stage) is their yardstick")
@@ -251,7 +251,7 @@ def stage_evaluation(ctx: DemoContext) -> str:
     summary["folds"] = p.synth.folds
     summary["patients_in_cohort"] = int(len(outcome))
     ctx.state["crossfit"] = summary
-    from flows.report import stat_text
+    from demo.report import stat_text
 
     d = summary["derived"]
     return (f"{summary['n']} patients ({summary['events']} events), {p.synth.folds} folds: "
@@ -262,22 +262,22 @@ def stage_evaluation(ctx: DemoContext) -> str:
 def stage_score(ctx: DemoContext) -> str:
     import pandas as pd
 
-    demo = _require("serving.demo", "scoring API and lineage ledger", 8)
+    demo = _require("demo.api_tour", "scoring API and lineage ledger", 8)
     patient = str(pd.read_csv(ctx.cohort_dir / "clinical.csv", usecols=["patient_id"])["patient_id"].iloc[0])
     return demo.score_through_api(ctx.ws, ctx.params, patient_id=patient, log=ctx.log)
 
 
 def stage_grids(ctx: DemoContext) -> str:
     """Photo/reconstruction pairs and health/age attribute grids from the recovered latents."""
-    grids = _require("flows.demo_figures", "health and age grids", 4)
+    grids = _require("demo.figures", "health and age grids", 4)
     figures = grids.make_figures(ctx.ws, ctx.params, ctx.cohort_dir, ctx.report_dir)
     ctx.state.setdefault("figures", {}).update(figures)
     return f"{len(figures)} figures: " + ", ".join(figures)
 
 
 def stage_report(ctx: DemoContext) -> str:
-    from flows.demo_figures import collect_training_figures
-    from flows.report import write_report
+    from demo.figures import collect_training_figures
+    from demo.report import write_report
 
     ctx.state.setdefault("figures", {}).update(collect_training_figures(ctx.ws, ctx.report_dir))
     inputs = report_inputs(ctx)
@@ -325,7 +325,7 @@ def _f(x: Any) -> float | None:
 def report_inputs(ctx: DemoContext) -> Any:
     import pandas as pd
 
-    from flows.report import ReportInputs, retention
+    from demo.report import ReportInputs, retention
 
     table = _latest_table1(ctx)
     oracle = ctx.state.get("oracle_table")
@@ -497,7 +497,7 @@ def contract_rows(ws: Workspace) -> list[dict[str, Any]]:
 
 def choose_faces(ws: Workspace, params: Params, *, rendered: bool) -> tuple[Path | None, str]:
     """(the face folder to use or None, the demo's first line saying which cohort it builds)."""
-    from flows.synth_cohort import resolve_faces_dir
+    from demo.cohort import resolve_faces_dir
 
     if rendered:
         return None, "cohort: rendered faces (--rendered)"
@@ -519,7 +519,7 @@ def run_demo(out: Path, *, params_overrides: dict[str, dict[str, Any]], log: Cal
     run (later stages depend on it) and is reported as failed; the report is still written
     with what was found.
     """
-    from facesurv.config import with_overrides
+    from ground.config import with_overrides
 
     ws = Workspace.create(out)
     params = with_overrides(ws.load_params(), **params_overrides)
@@ -565,7 +565,7 @@ def _write_effective_params(ws: Workspace, params: Params) -> None:
     workspace (serve, train, audit) see the same settings."""
     import yaml
 
-    from facesurv.atomic import atomic_path
+    from ground.atomic import atomic_path
 
     current = ws.load_params()
     if current.params_hash == params.params_hash:

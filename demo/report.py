@@ -311,7 +311,7 @@ def render_html(r: ReportInputs) -> str:
 
 def write_report(report_dir: Path, r: ReportInputs) -> dict[str, Path]:
     """Write index.html, report.md and metrics.json (each atomically) into report_dir."""
-    from facesurv.atomic import atomic_path
+    from ground.atomic import atomic_path
 
     report_dir.mkdir(parents=True, exist_ok=True)
     outputs = {

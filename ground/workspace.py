@@ -18,8 +18,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from facesurv.config import Params, load_params
-from facesurv.errors import ConfigError
+from ground.config import Params, load_params
+from ground.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -15,7 +15,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from facesurv.errors import ConfigError
+from ground.errors import ConfigError
 
 PROFILES = ("local", "scale")
 BASE_DATASETS = ("gbsg2", "whas500", "flchain", "veterans_lung_cancer", "aids")

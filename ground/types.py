@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from facesurv.errors import DataError
+from ground.errors import DataError
 
 # Columns every clinical table starts with, in this order; dataset covariates follow, then
 # the survival label. The label travels with the entity dataframe and is never a feature.

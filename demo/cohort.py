@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from facesurv.config import Params
-from facesurv.workspace import REPO_ROOT, Workspace
+from ground.config import Params
+from ground.workspace import REPO_ROOT, Workspace
 
 
 def resolve_faces_dir(value: str | Path | None, ws: Workspace | None) -> Path | None:
@@ -36,8 +36,6 @@ def make_synth_cohort(params: Params, out_dir: Path, *, ws: Workspace | None = N
     """
     import time
 
-    from facesurv.config import BASE_DATASETS, with_overrides
-    from facesurv.errors import DataError
     from features.cohort import import_cohort
     from features.synth_cohort import (
         assemble_cohort,
@@ -50,6 +48,8 @@ def make_synth_cohort(params: Params, out_dir: Path, *, ws: Workspace | None = N
         select_patients,
         write_synth_cohort,
     )
+    from ground.config import BASE_DATASETS, with_overrides
+    from ground.errors import DataError
 
     if base is not None and base not in BASE_DATASETS:
         raise DataError(f"unknown base dataset {base!r}; choose one of: {', '.join(BASE_DATASETS)}")
@@ -104,12 +104,11 @@ def _rendered(params: Params, chosen: Any, ws: Workspace | None, timings: dict[s
     import torch
 
     from embedding.direction import generator_direction
-    from embedding.stylegan2 import GeneratorConfig, load_generator
+    from facesurv.components import components
     from features.synth_cohort import random_direction, rendered_faces
 
     c, s, g = params.cohort, params.synth, params.generator
-    checkpoint = ws.setting_path(g.checkpoint) if ws is not None else g.checkpoint
-    G, info = load_generator(checkpoint, config=GeneratorConfig.from_params(g), seed=g.seed)
+    G, info = components(ws, params).generator()
     extra: dict[str, Any] = {"direction": {"kind": s.direction}}
     # One intra-op thread: the tiny generator's ops are too small to split, and on a busy
     # 2-core box two spinning threads made the direction estimate 3-4x slower (docs/cohort.md).

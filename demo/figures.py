@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from facesurv.config import Params
-from facesurv.workspace import Workspace
+from ground.config import Params
+from ground.workspace import Workspace
 
 PAIRS = 8
 GRID_ROWS = 4
@@ -50,11 +50,11 @@ def make_figures(ws: Workspace, params: Params, cohort_dir: Path, report_dir: Pa
     from PIL import Image
 
     from embedding.editing import edit_grid, latent_spread, render, tile, to_uint8
-    from flows.embedding_steps import generator
+    from facesurv.components import components
 
     figs: dict[str, str] = {}
     fig_dir = report_dir / "figures"
-    G, info = generator(ws, params)
+    G, info = components(ws, params).generator()
     space = params.projection.space if params.projection.space != "w+" else "w"
     frame = _training_frame(ws)
     lat = _latents(frame)

@@ -1,0 +1,212 @@
+"""The composition root: (workspace, params) -> the loaded components every entry point uses.
+
+The CLI, the flows (on each worker), the demo, photo scoring and the benchmarks all ask this
+module for the generator, the perceptual network, the aligner, the latent statistics, the
+device, the MLflow tracking URI, the feature repository and the scoring server, so each is
+built one way: a relative path in params.yaml is taken under the workspace, a bad checkpoint
+or device is a one-line error, and what is slow to load is loaded once per process.
+
+It sits between the libraries and the pipelines: it imports ground and the libraries (inside
+functions, so importing it is cheap) and nothing above it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ground.config import Params
+from ground.errors import ConfigError, DataError, NotAvailableError
+from ground.workspace import REPO_ROOT, Workspace
+
+
+@dataclass(eq=False)
+class Components:
+    """Loaded on first use and kept. `ws` None: paths in params are taken as given (a cohort
+    built outside any workspace)."""
+
+    ws: Workspace | None
+    params: Params
+    _cache: dict[Any, Any] = field(default_factory=dict, repr=False)
+
+    def _once(self, key: Any, build: Any) -> Any:
+        if key not in self._cache:
+            self._cache[key] = build()
+        return self._cache[key]
+
+    def setting_path(self, value: str | os.PathLike | None) -> Path | None:
+        if self.ws is not None:
+            return self.ws.setting_path(value)
+        return None if value is None else Path(value).expanduser()
+
+    @property
+    def device(self) -> str:
+        """params.projection.device on this machine (auto: CUDA when it has one)."""
+        def build() -> str:
+            from embedding.projection import resolve_device
+
+            try:
+                return str(resolve_device(self.params.projection.device))
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+        return str(self._once("device", build))
+
+    def generator(self, *, device: str = "cpu") -> tuple[Any, Any]:
+        """(G, GeneratorInfo) for params.generator on `device`."""
+        def build() -> tuple[Any, Any]:
+            from embedding.stylegan2 import CheckpointError, GeneratorConfig, load_generator
+
+            g = self.params.generator
+            try:
+                G, info = load_generator(self.setting_path(g.checkpoint), config=GeneratorConfig.from_params(g),
+                                         seed=g.seed)
+            except CheckpointError as exc:
+                raise DataError(str(exc)) from None
+            return G.to(device), info
+        return self._once(("generator", device), build)  # type: ignore[no-any-return]
+
+    def perceptual(self, *, device: str = "cpu") -> tuple[Any, Any]:
+        """(network, PerceptualInfo) for params.perceptual, or (None, None) under the pixel loss,
+        which needs no network."""
+        def build() -> tuple[Any, Any]:
+            if self.params.projection.loss == "mse":
+                return None, None
+            from embedding.perceptual import load_perceptual
+
+            pp = self.params.perceptual
+            try:
+                net, info = load_perceptual(pp.network, self.setting_path(pp.vgg16_path), resize=pp.resize)
+            except FileNotFoundError as exc:
+                raise NotAvailableError(str(exc)) from None
+            except ValueError as exc:
+                raise ConfigError(f"perceptual network: {exc}") from None
+            return net.to(device), info
+        return self._once(("perceptual", device), build)  # type: ignore[no-any-return]
+
+    def latent_stats(self, *, device: str = "cpu") -> Any:
+        """The generator's latent statistics (projection's start and scale), drawn once."""
+        def build() -> Any:
+            from embedding.projection import latent_statistics
+
+            G, _ = self.generator(device=device)
+            return latent_statistics(G, samples=self.params.projection.w_avg_samples, device=device)
+        return self._once(("stats", device), build)
+
+    @property
+    def aligner(self) -> Any:
+        """embedding.align.Aligner for params.align (it loads the dlib models)."""
+        def build() -> Any:
+            from embedding.align import AlignConfig, Aligner
+
+            return Aligner(AlignConfig.from_object(self.params.align))
+        return self._once("aligner", build)
+
+    @property
+    def tracking_uri(self) -> str:
+        """The MLflow store: registry.tracking_uri, the scale profile's database, or the workspace's."""
+        from training.tracking import tracking_uri_for
+
+        return str(self._once("tracking_uri", lambda: tracking_uri_for(self.params, self._ws().mlflow_dir)))
+
+    @property
+    def feature_repo(self) -> Path:
+        return self._ws().feature_repo_dir
+
+    def _ws(self) -> Workspace:
+        if self.ws is None:
+            raise ConfigError("this needs a workspace: pass --workspace or set FACESURV_WORKSPACE")
+        return self.ws
+
+    def photo_pipeline(self) -> Any:
+        """serving.photo.PhotoPipeline with this process's models on params.projection.device."""
+        from serving.photo import PhotoPipeline
+
+        device = self.device
+        G, info = self.generator(device=device)
+        net, pinfo = self.perceptual(device=device)
+        return PhotoPipeline(self.params, aligner=self.aligner, generator=G, generator_info=info,
+                             perceptual=net, perceptual_info=pinfo, stats=self.latent_stats(device=device),
+                             device=device)
+
+
+_SHARED: dict[tuple[str, str], Components] = {}
+
+
+def components(ws: Workspace | None, params: Params | None = None) -> Components:
+    """The process's Components for (workspace, params), so a flow's tasks, run one after
+    another in a worker, load the generator once. Two entries at most: old models are not
+    pinned in memory."""
+    if params is None:
+        if ws is None:
+            raise ConfigError("components need params or a workspace to read them from")
+        params = ws.load_params()
+    key = (str(ws.root) if ws else "", json.dumps(dataclasses.asdict(params), sort_keys=True, default=str))
+    if key not in _SHARED:
+        while len(_SHARED) >= 2:
+            _SHARED.pop(next(iter(_SHARED)))
+        _SHARED[key] = Components(ws, params)
+    return _SHARED[key]
+
+
+@dataclass
+class Server:
+    app: Any
+    ledger: Any
+    ledger_location: str
+    model: str
+    generated_token: str | None   # set when the local profile had no token and made one for this run
+    notes: list[str]
+
+
+def build_server(ws: Workspace, params: Params, *, env: dict[str, str] | None = None,
+                 read_features: Any = "feast", photo_scoring: bool | None = None) -> Server:
+    """Load the champion, open the online store and the ledger, and build the app (seconds, once).
+
+    read_features: "feast" (the workspace's feature repo) or a FeatureReader to use instead.
+    """
+    from serving.anchor import anchor_settings
+    from serving.app import create_app
+    from serving.ledger import open_ledger
+    from serving.privacy import PSEUDONYM_KEY_ENV, load_pseudonym_key
+    from serving.scoring import LineageContext, Scorer, dvc_photo_version, git_sha, load_champion
+    from serving.wiring import ledger_target, load_tokens, upload_dir
+
+    parts = components(ws, params)
+    env = dict(os.environ if env is None else env)
+    notes: list[str] = []
+    tokens, generated = load_tokens(ws, params, env)
+    model = load_champion(params.registry.model_name, tracking_uri=parts.tracking_uri)
+    reader = read_features
+    if read_features == "feast":
+        if (parts.feature_repo / "feature_store.yaml").is_file():
+            from serving.online import FeastFeatureReader
+
+            reader = FeastFeatureReader(parts.feature_repo, params)
+        else:
+            reader = None
+            notes.append(f"no feature repo at {parts.feature_repo}: POST /v1/scores answers 503 "
+                         "(run `facesurv features apply` and materialize)")
+    embed = None
+    if params.serving.photo_scoring if photo_scoring is None else photo_scoring:
+        embed = parts.photo_pipeline()
+        if embed.generator_info.is_random_init:
+            notes.append("photo scoring runs on a RANDOM-INIT stand-in generator: "
+                         + embed.generator_info.description)
+    ctx = LineageContext(code_version=git_sha(REPO_ROOT), params_hash=params.params_hash,
+                         photo_data=dvc_photo_version(ws.data_dir))
+    scorer = Scorer(model=model, read_features=reader, context=ctx, embed_photo=embed,
+                    projection_settings=embed.settings() if embed else None)
+    # signs every record with the ledger key and anchors to a file outside the database
+    ledger = open_ledger(ledger_target(ws, params), schema=params.serving.ledger_schema,
+                         anchoring=anchor_settings(ws, params))
+    key = load_pseudonym_key(ws.root / "serving" / "pseudonym.key", env=env.get(PSEUDONYM_KEY_ENV))
+    app = create_app(scorer=scorer, ledger=ledger, tokens=tokens, settings=params.serving, pseudonym_key=key,
+                     clinical_base=params.cohort.base, age_range=(params.contracts.age_min, params.contracts.age_max),
+                     upload_dir=upload_dir(ws), max_batch=params.serving.max_batch)
+    return Server(app=app, ledger=ledger, ledger_location=ledger.describe(),
+                  model=f"{model.name} v{model.version} (@{model.alias}, run {model.run_id})",
+                  generated_token=generated, notes=notes)
