@@ -1,3 +1,3 @@
 """The ground layer: configuration, shared types, errors, atomic writes, the workspace and the
-clinical field rules. It imports only the standard library, yaml and numpy, and nothing of the
+clinical field rules. It imports only the standard library, yaml, numpy and pydantic, and nothing of the
 project, so every other package can stand on it."""

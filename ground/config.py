@@ -10,15 +10,21 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from pydantic import ConfigDict
+from pydantic.dataclasses import dataclass
 
 from ground.errors import ConfigError
 
 PROFILES = ("local", "scale")
 BASE_DATASETS = ("gbsg2", "whas500", "flchain", "veterans_lung_cancer", "aids")
+
+
+_CONFIG = ConfigDict(extra="forbid")
 
 
 def _check(cond: bool, where: str, msg: str) -> None:
@@ -30,7 +36,7 @@ def _is_pow2(n: int) -> bool:
     return n > 0 and (n & (n - 1)) == 0
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclass(frozen=True, config=_CONFIG)
 class CohortParams:
     base: str
     seed: int
@@ -50,7 +56,7 @@ class CohortParams:
             _check(False, "cohort.admission_start", f"must be an ISO date (YYYY-MM-DD), got {self.admission_start!r}")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclass(frozen=True, config=_CONFIG)
 class SynthParams:
     patients: int
     survival_seed: int | None
@@ -77,7 +83,7 @@ class SynthParams:
         _check(self.folds >= 2, "synth.folds", "must be >= 2")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclass(frozen=True, config=_CONFIG)
 class AlignParams:
     output_size: int
     transform_size: int
@@ -116,7 +122,7 @@ class AlignParams:
         _check(self.fallback_pixels >= 10000, "align.fallback_pixels", "must be >= 10000")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclass(frozen=True, config=_CONFIG)
 class GeneratorParams:
     checkpoint: str | None
     seed: int
@@ -140,7 +146,7 @@ class GeneratorParams:
         _check(self.lr_multiplier > 0, "generator.lr_multiplier", "must be > 0")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclass(frozen=True, config=_CONFIG)
 class PerceptualParams:
     network: str
     vgg16_path: str | None
@@ -153,7 +159,7 @@ class PerceptualParams:
         _check(self.resize >= 16, "perceptual.resize", "must be >= 16")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclass(frozen=True, config=_CONFIG)
 class ProjectionParams:
     space: str
     steps: int
@@ -202,7 +208,7 @@ class ProjectionParams:
         return {name: getattr(self, name) for name in self._PROJECT_OPTIONS}
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclass(frozen=True, config=_CONFIG)
 class FeatureScaleParams:
     postgres_host: str
     postgres_port: int
@@ -217,7 +223,7 @@ class FeatureScaleParams:
         _check(":" in self.redis_connection, "features.scale.redis_connection", "must be host:port (e.g. 127.0.0.1:6379)")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclass(frozen=True, config=_CONFIG)
 class FeaturesParams:
     project: str
     feature_service: str
@@ -229,7 +235,7 @@ class FeaturesParams:
         _check(self.ttl_days >= 1, "features.ttl_days", "must be >= 1")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclass(frozen=True, config=_CONFIG)
 class ContractsParams:
     max_failing_fraction: float
     latent_dim: int
@@ -245,7 +251,7 @@ class ContractsParams:
         _check(self.age_min < self.age_max, "contracts.age_min", "must be < age_max")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclass(frozen=True, config=_CONFIG)
 class TrainingParams:
     seed: int
     test_fraction: float
@@ -286,7 +292,7 @@ class TrainingParams:
                "training.horizons_days", "must be a non-empty list of positive day counts")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclass(frozen=True, config=_CONFIG)
 class EvaluationParams:
     bootstrap: int
     seed: int
@@ -295,7 +301,7 @@ class EvaluationParams:
         _check(self.bootstrap >= 0, "evaluation.bootstrap", "must be >= 0")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclass(frozen=True, config=_CONFIG)
 class RegistryParams:
     model_name: str
     promote_margin: float
@@ -310,7 +316,7 @@ class RegistryParams:
         _check(self.scale_database.replace("_", "").isalnum(), "registry.scale_database", "must be letters, digits and '_'")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclass(frozen=True, config=_CONFIG)
 class FlowsParams:
     inbox: str
     embedding_cron: str
@@ -327,7 +333,7 @@ class FlowsParams:
         _check(self.lock_timeout_s >= 0, "flows.lock_timeout_s", "must be >= 0")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclass(frozen=True, config=_CONFIG)
 class ServingParams:
     host: str
     port: int
@@ -359,7 +365,7 @@ class ServingParams:
         _check(self.anchor_every >= 0, "serving.anchor_every", "must be >= 0 (0: anchor only at shutdown and with `facesurv audit anchor`)")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclass(frozen=True, config=_CONFIG)
 class DemoParams:
     patients: int
     seed: int
@@ -370,7 +376,7 @@ class DemoParams:
         _check(self.patients >= 0, "demo.patients", "must be >= 0")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclass(frozen=True, config=_CONFIG)
 class Params:
     profile: str
     cohort: CohortParams
@@ -399,54 +405,41 @@ class Params:
         return d
 
 
-def _convert(tp: Any, value: Any, where: str) -> Any:
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, where)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _convert(inner[0], value, where)
-    if origin is tuple:
-        _check(isinstance(value, list | tuple), where, f"must be a list, got {value!r}")
-        (elem, _ellipsis) = typing.get_args(tp)
-        return tuple(_convert(elem, v, f"{where}[{i}]") for i, v in enumerate(value))
-    if tp is bool:
-        _check(isinstance(value, bool), where, f"must be true or false, got {value!r}")
-        return value
-    if tp is int:
-        _check(isinstance(value, int) and not isinstance(value, bool), where, f"must be an integer, got {value!r}")
-        return value
-    if tp is float:
-        _check(isinstance(value, int | float) and not isinstance(value, bool), where, f"must be a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        _check(isinstance(value, str), where, f"must be a string, got {value!r}")
-        return value
-    raise TypeError(f"unsupported config type {tp!r} at {where}")
+_TYPE_HINTS = {"int": "an integer", "bool": "true or false", "float": "a number", "string": "a string",
+               "list": "a list", "tuple": "a list", "dict": "a mapping", "dataclass": "a mapping"}
 
 
-def _build(cls: Any, mapping: Any, where: str) -> Any:
-    label = where or "top level"
-    _check(isinstance(mapping, dict), label, f"must be a mapping, got {type(mapping).__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = [f for f in dataclasses.fields(cls) if f.name != "params_hash"]
-    names = {f.name for f in fields}
-    unknown = sorted(set(mapping) - names)
-    _check(not unknown, f"{where + '.' if where else ''}{unknown[0] if unknown else ''}",
-           f"is not a known setting (known: {', '.join(sorted(names))})")
-    missing = [n for n in (f.name for f in fields) if n not in mapping]
-    _check(not missing, f"{where + '.' if where else ''}{missing[0] if missing else ''}", "is missing")
-    kwargs = {f.name: _convert(hints[f.name], mapping[f.name], f"{where + '.' if where else ''}{f.name}")
-              for f in fields}
-    return cls(**kwargs)
+def _problem(err: Mapping[str, Any]) -> ConfigError:
+    """pydantic's first complaint as the one-line, key-naming error the rest of the project uses."""
+    loc = [str(x) for x in err["loc"] if not str(x).startswith(("function-", "json-or-python"))]
+    loc = [x for x in loc if x not in ("int", "str", "float", "bool", "none", "tuple", "list")]
+    where = ".".join(p if not p.isdigit() else f"[{p}]" for p in loc).replace(".[", "[") or "top level"
+    kind = err["type"]
+    if kind == "missing":
+        return ConfigError(f"params.yaml: {where} is missing")
+    if kind in ("extra_forbidden", "unexpected_keyword_argument"):
+        section: Any = Params
+        for name in loc[:-1]:
+            section = typing.get_type_hints(section).get(name, section)
+        known = ", ".join(f.name for f in dataclasses.fields(section) if f.name != "params_hash")
+        return ConfigError(f"params.yaml: {where} is not a known setting (known: {known})")
+    expected = next((v for k, v in _TYPE_HINTS.items() if kind.startswith(k)), None)
+    if expected:
+        return ConfigError(f"params.yaml: {where} must be {expected}, got {err.get('input')!r}")
+    return ConfigError(f"params.yaml: {where}: {err['msg']}")
 
 
 def parse_params(raw: dict[str, Any]) -> Params:
     """Validate an already-parsed params mapping; raise ConfigError naming the bad key."""
-    params = _build(Params, raw, "")
+    from pydantic import TypeAdapter, ValidationError
+
+    if not isinstance(raw, dict):
+        raise ConfigError(f"params.yaml: top level must be a mapping, got {type(raw).__name__}")
+    try:
+        # strict JSON mode: "yes" is not a bool nor "3" an int, and a YAML list fills a tuple
+        params = TypeAdapter(Params).validate_json(json.dumps({**raw, "params_hash": ""}, default=str), strict=True)
+    except ValidationError as exc:
+        raise _problem(exc.errors()[0]) from None
     digest = hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()
     return dataclasses.replace(params, params_hash=digest)
 
