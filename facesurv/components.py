@@ -21,7 +21,7 @@ from typing import Any
 
 from ground.config import Params
 from ground.errors import ConfigError, DataError, NotAvailableError
-from ground.workspace import REPO_ROOT, Workspace
+from ground.workspace import Workspace, code_version
 
 
 @dataclass(eq=False)
@@ -172,7 +172,7 @@ def build_server(ws: Workspace, params: Params, *, env: dict[str, str] | None = 
     from serving.app import create_app
     from serving.ledger import open_ledger
     from serving.privacy import PSEUDONYM_KEY_ENV, load_pseudonym_key
-    from serving.scoring import LineageContext, Scorer, dvc_photo_version, git_sha, load_champion
+    from serving.scoring import LineageContext, Scorer, dvc_photo_version, load_champion
     from serving.wiring import ledger_target, load_tokens, upload_dir
 
     parts = components(ws, params)
@@ -196,7 +196,7 @@ def build_server(ws: Workspace, params: Params, *, env: dict[str, str] | None = 
         if embed.generator_info.is_random_init:
             notes.append("photo scoring runs on a RANDOM-INIT stand-in generator: "
                          + embed.generator_info.description)
-    ctx = LineageContext(code_version=git_sha(REPO_ROOT), params_hash=params.params_hash,
+    ctx = LineageContext(code_version=code_version(), params_hash=params.params_hash,
                          photo_data=dvc_photo_version(ws.data_dir))
     scorer = Scorer(model=model, read_features=reader, context=ctx, embed_photo=embed,
                     projection_settings=embed.settings() if embed else None)

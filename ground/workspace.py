@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,21 @@ from ground.config import Params, load_params
 from ground.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def code_version(root: Path = REPO_ROOT) -> str:
+    """The git commit of a checkout, '+dirty' when tracked files changed, 'unknown' outside git."""
+    def git(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30)
+
+    try:
+        head = git("rev-parse", "HEAD")
+        if head.returncode != 0:
+            return "unknown"
+        dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head.stdout.strip() + ("+dirty" if dirty else "")
 
 
 @dataclass(frozen=True)

@@ -15,13 +15,13 @@ import dataclasses
 import datetime as dt
 import hashlib
 import re
-import subprocess
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from ground.errors import DataError, NotAvailableError
+from ground.workspace import code_version
 
 _SURVIVAL_COL = re.compile(r"^survival_(\d+)d$")
 # online-store columns that describe how a stored latent was projected
@@ -146,18 +146,6 @@ class LineageContext:
     photo_data: dict[str, Any]  # {"path", "dvc_md5", "git_rev"} of the DVC-tracked photos
 
 
-def git_sha(repo: Path) -> str:
-    """The checkout's commit (with '+dirty' when it has changes), or 'unknown' outside git."""
-    try:
-        sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return sha + ("+dirty" if dirty else "")
-
-
 def dvc_photo_version(data_dir: Path) -> dict[str, Any]:
     """md5 of the DVC-tracked photos (from photos.dvc) and the data repository's commit that
     holds that pointer (the workspace root is not a git repository: `data/` is)."""
@@ -172,7 +160,7 @@ def dvc_photo_version(data_dir: Path) -> dict[str, Any]:
         except (yaml.YAMLError, OSError, AttributeError):
             info["dvc_md5"] = "unreadable"
     if (data_dir / ".git").exists():
-        info["git_rev"] = git_sha(data_dir)
+        info["git_rev"] = code_version(data_dir)
     return info
 
 

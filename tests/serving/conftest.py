@@ -49,10 +49,11 @@ def make_app(champion, feature_reader, params, tmp_path, repo_root):
     """Build an app over the session champion and a fresh SQLite ledger; returns (app, ledger)."""
     import dataclasses
 
+    from ground.workspace import code_version
     from serving.app import create_app
     from serving.auth import TokenStore
     from serving.ledger import SQLiteLedger
-    from serving.scoring import LineageContext, Scorer, dvc_photo_version, git_sha
+    from serving.scoring import LineageContext, Scorer, dvc_photo_version
 
     opened = []
 
@@ -60,7 +61,7 @@ def make_app(champion, feature_reader, params, tmp_path, repo_root):
               **serving):
         ledger = ledger or SQLiteLedger(tmp_path / f"ledger-{len(opened)}.db")
         opened.append(ledger)
-        ctx = LineageContext(code_version=git_sha(repo_root), params_hash=params.params_hash,
+        ctx = LineageContext(code_version=code_version(repo_root), params_hash=params.params_hash,
                              photo_data=dvc_photo_version(tmp_path / "data"))
         scorer = Scorer(model=champion, read_features=read_features, context=ctx, embed_photo=embed_photo)
         if tokens is None:
