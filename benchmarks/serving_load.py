@@ -50,11 +50,12 @@ def register_training_champion(ws, params, df) -> None:
 
     from training.pipeline import train
     from training.registry import promote
-    from training.tracking import tracking_uri_for
+    from training.tracking import ensure_tracking_store, tracking_uri_for
 
     quick = dataclasses.replace(
         params, training=dataclasses.replace(params.training, deepsurv_epochs=5, fusion_folds=2),
         evaluation=dataclasses.replace(params.evaluation, bootstrap=0))
+    ensure_tracking_store(quick)
     uri = tracking_uri_for(quick, ws.mlflow_dir)
     train(df.drop(columns=["photo_id", "photo_taken_at", "record_known_at"]), params=quick, tracking_uri=uri,
           artifact_root=ws.mlflow_dir / "artifacts")

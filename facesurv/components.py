@@ -107,10 +107,14 @@ class Components:
 
     @property
     def tracking_uri(self) -> str:
-        """The MLflow store: registry.tracking_uri, the scale profile's database, or the workspace's."""
-        from training.tracking import tracking_uri_for
+        """The MLflow store: registry.tracking_uri, the scale profile's database (created here
+        when absent, never as a side effect of naming it), or the workspace's."""
+        def build() -> str:
+            from training.tracking import ensure_tracking_store, tracking_uri_for
 
-        return str(self._once("tracking_uri", lambda: tracking_uri_for(self.params, self._ws().mlflow_dir)))
+            ensure_tracking_store(self.params)
+            return tracking_uri_for(self.params, self._ws().mlflow_dir)
+        return str(self._once("tracking_uri", build))
 
     @property
     def feature_repo(self) -> Path:

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from facesurv.components import components
 from flows.available import require
 from flows.steps import Layout, read_valid_clinical
 from ground.atomic import atomic_path
@@ -74,13 +75,14 @@ def build_training_set(ws: Workspace, params: Params) -> Path:
 # --- training/ (issue 6) -------------------------------------------------------------------------
 
 def tracking_uri(ws: Workspace, params: Params) -> str:
-    tracking_uri_for = require("training", "tracking_uri_for", module="training.tracking")
-    return str(tracking_uri_for(params, ws.mlflow_dir))
+    """The workspace's MLflow store, its database created first when the profile's is absent."""
+    return components(ws, params).tracking_uri
 
 
 def train(ws: Workspace, params: Params, frame_path: Path, lineage: dict[str, Any]) -> Any:
-    """training.pipeline.train: fit, evaluate on the frozen split, track in MLflow, register
-    every model with alias `challenger`. The data versions it logs come from `lineage`."""
+    """training.pipeline.train: fit and evaluate on the frozen split (training.fit), then track
+    in MLflow and register every model with alias `challenger` (training.record). The data
+    versions it logs come from `lineage`."""
     import pandas as pd
 
     train_ = require("training", "train", module="training.pipeline")

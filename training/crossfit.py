@@ -22,7 +22,7 @@ import logging
 import math
 import time as _time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +35,7 @@ from training.base import SurvivalModel
 from training.metrics import _surv, evaluation_grid
 from training.models import MODEL_NAMES, factory, uses_latent
 from training.preprocess import LATENT_COLUMN, Preprocessor
+from training.resample import resamples
 
 log = logging.getLogger(__name__)
 
@@ -247,20 +248,6 @@ def cross_fit(df: pd.DataFrame, *, training: Any, numeric: Sequence[str], catego
 # ----------------------------------------------------------------------------------------
 # paired bootstrap statistics
 # ----------------------------------------------------------------------------------------
-def paired_resamples(event: np.ndarray, *, bootstrap: int, seed: int) -> Iterator[np.ndarray]:
-    """The bootstrap resamples (index arrays of length n) every statistic here shares.
-
-    Drawn like training.metrics.evaluate (rng = default_rng(seed); rng.integers(0, n, n) per
-    resample); a resample without an event is skipped for every statistic alike.
-    """
-    n = len(event)
-    rng = np.random.default_rng(seed)
-    for _ in range(bootstrap):
-        b = rng.integers(0, n, n)
-        if event[b].any():
-            yield b
-
-
 def harrell_c(time: np.ndarray, event: np.ndarray, risk: np.ndarray) -> float:
     """Harrell's C (sksurv concordance_index_censored); NaN without a comparable pair."""
     from sksurv.metrics import concordance_index_censored
@@ -396,7 +383,7 @@ def _bootstrap(time, event, risks, *, survival, grid, formulas, bootstrap, seed,
     c_samples: dict[str, list[float]] = {m: [] for m in names}
     ibs_samples: dict[str, list[float]] = {m: [] for m in terms}
     d_samples: dict[str, list[float]] = {d: [] for d in formulas}
-    for b in paired_resamples(event, bootstrap=bootstrap, seed=seed):
+    for b in resamples(event, count=bootstrap, rng=seed):  # one set, shared by every statistic
         tb, eb = time[b], event[b]
         cb = {m: harrell_c(tb, eb, risks[m][b]) for m in names}
         for m, v in cb.items():
@@ -438,7 +425,7 @@ def bootstrap_summary(time: np.ndarray, event: np.ndarray, risks: Mapping[str, n
         grid days of the cohort's evaluation grid (see ibs_columns), trapezoidally, as
         sksurv's integrated_brier_score does.
 
-    Every statistic uses the same resamples (paired_resamples(event, bootstrap, seed)), so
+    Every statistic uses the same resamples (training.resample.resamples with this seed), so
     with equal arguments bootstrap_derived sees exactly these resamples too.
     """
     models, _ = _bootstrap(time, event, risks, survival=survival or {}, grid=grid, formulas={},

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ground.types import check_survival_target
+from training.resample import resamples
 
 
 @dataclass
@@ -121,19 +122,17 @@ def subgroup_c_index(time: np.ndarray, event: np.ndarray, risk: np.ndarray, grou
     from sksurv.metrics import concordance_index_censored
 
     rows = []
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed)  # one stream across the groups, in sorted group order
     for g in sorted(pd.unique(groups.astype(str))):
         idx = np.flatnonzero(groups.astype(str) == g)
         t, e, r = time[idx], event[idx], risk[idx]
         c = float(concordance_index_censored(e, t, r)[0]) if e.any() and len(idx) >= 2 else float("nan")
         boots = []
-        for _ in range(bootstrap if np.isfinite(c) else 0):
-            b = rng.integers(0, len(idx), len(idx))
-            if e[b].any():
-                try:
-                    boots.append(concordance_index_censored(e[b], t[b], r[b])[0])
-                except ValueError:
-                    pass
+        for b in resamples(e, count=bootstrap if np.isfinite(c) else 0, rng=rng):
+            try:
+                boots.append(concordance_index_censored(e[b], t[b], r[b])[0])
+            except ValueError:
+                pass
         lo, hi = (np.percentile(boots, [2.5, 97.5]) if len(boots) >= 10 else (float("nan"), float("nan")))
         rows.append({"group": g, "n": int(len(idx)), "events": int(e.sum()), "c_index": c,
                      "c_index_lo": float(lo), "c_index_hi": float(hi)})
@@ -194,12 +193,8 @@ def evaluate(*, train_time: np.ndarray, train_event: np.ndarray, time: np.ndarra
     surv_h = survival(np.asarray(horizons))
     point = point_metrics(train_y, time, event, risk, surv_grid, grid, surv_h, horizons, tau)
 
-    rng = np.random.default_rng(seed)
     samples: dict[str, list[float]] = {k: [] for k in point}
-    for _ in range(bootstrap):
-        b = rng.integers(0, len(time), len(time))
-        if not event[b].any():
-            continue
+    for b in resamples(event, count=bootstrap, rng=seed):
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             # a resample can lack cases before a horizon; that metric is then NaN and skipped
             warnings.simplefilter("ignore", RuntimeWarning)

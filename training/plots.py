@@ -7,6 +7,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from training.base import SurvivalModel
+from training.metrics import Evaluation, risk_tertiles
+
 TERTILE_LABELS = ("low risk", "intermediate risk", "high risk")
 
 
@@ -92,6 +95,26 @@ def subgroup_plot(table: pd.DataFrame, path: Path, *, title: str = "") -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def evaluation_figures(name: str, model: SurvivalModel, ev: Evaluation, test_df: pd.DataFrame, out: Path) -> list[Path]:
+    """One model's figures in `out`: calibration, KM by risk tertile (cut points from its training
+    risks) and, with cancer types, C-index per type; the tables behind them beside them as CSV."""
+    out.mkdir(parents=True, exist_ok=True)
+    risk = model.predict_risk(test_df)
+    tert = risk_tertiles(risk, model.train_risk_sorted_)
+    figs = [
+        calibration_plot(ev.calibration, ev.calibration_horizon, out / f"{name}_calibration.png",
+                         title=f"{name}: calibration"),
+        km_by_tertile(test_df["time_days"].to_numpy(float), test_df["event"].to_numpy().astype(bool), tert,
+                      out / f"{name}_km_tertiles.png", title=f"{name}: KM by risk tertile"),
+    ]
+    if len(ev.subgroups):
+        figs.append(subgroup_plot(ev.subgroups, out / f"{name}_cindex_by_cancer_type.png",
+                                  title=f"{name}: C-index per cancer type"))
+        ev.subgroups.to_csv(out / f"{name}_cindex_by_cancer_type.csv", index=False)
+    ev.calibration.to_csv(out / f"{name}_calibration.csv", index=False)
+    return figs
 
 
 def promotion_plot(*, metric: str, challenger: float, champion: float | None, margin: float,

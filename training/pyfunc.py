@@ -134,31 +134,44 @@ def health_direction_of(model: SurvivalModel) -> np.ndarray | None:
     return None
 
 
-def log_served_model(name: str, model: SurvivalModel, *, example_df: pd.DataFrame, horizons: Sequence[int],
-                     workdir: Path, pip_requirements: Sequence[str], tracking_uri: str | None = None
+def served_requirements() -> list[str]:
+    """pip requirements of the served model: the versions installed here, pinned."""
+    from importlib import metadata
+
+    reqs = []
+    for dist in ("mlflow", "scikit-survival", "pycox", "torchtuples", "torch", "safetensors", "pandas", "numpy",
+                 "scikit-learn"):
+        try:
+            reqs.append(f"{dist}=={metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            reqs.append(dist)
+    return reqs
+
+
+def log_served_model(client: Any, run_id: str, name: str, model: SurvivalModel, *, example_df: pd.DataFrame,
+                     horizons: Sequence[int], workdir: Path, pip_requirements: Sequence[str]
                      ) -> tuple[str, dict[str, str]]:
-    """Log `model` as a models-from-code pyfunc in the active run; (model_uri, artifact manifest).
+    """Log `model` as a models-from-code pyfunc in run `run_id` of `client`'s store; (model_uri, artifact manifest).
 
     The estimator is written by training.model_io (JSON + safetensors), the wrapper is the
     SERVED_MODEL_CODE file; the manifest hashes every file the artifact store now holds for it.
     """
-    import mlflow
-
     from training.integrity import logged_model_manifest
+    from training.logged_model import log_pyfunc
     from training.model_io import save_model
 
     saved = save_model(model, Path(workdir) / name / MODEL_ARTIFACT)
     horizons = [int(h) for h in horizons]
     ex = input_example(example_df, model)
     sig = signature_for(ex, predict_frame(model, example_df.head(2), horizons))
-    info = mlflow.pyfunc.log_model(name=name, python_model=str(SERVED_MODEL_CODE),
-                                   artifacts={MODEL_ARTIFACT: str(saved)}, model_config={"horizons_days": horizons},
-                                   signature=sig, pip_requirements=list(pip_requirements),
-                                   metadata={"needs_latent": model.needs_latent, "kind": model.kind,
-                                             "horizons_days": horizons})
-    files = logged_model_manifest(info.model_id, tracking_uri=tracking_uri,
+    model_id, model_uri = log_pyfunc(client, run_id=run_id, name=name, python_model=SERVED_MODEL_CODE,
+                                     artifacts={MODEL_ARTIFACT: str(saved)}, model_config={"horizons_days": horizons},
+                                     signature=sig, pip_requirements=pip_requirements,
+                                     metadata={"needs_latent": model.needs_latent, "kind": model.kind,
+                                               "horizons_days": horizons})
+    files = logged_model_manifest(model_id, tracking_uri=client.tracking_uri,
                                   written={f"artifacts/{MODEL_ARTIFACT}": saved, SERVED_MODEL_CODE.name: SERVED_MODEL_CODE})
-    return info.model_uri, files
+    return model_uri, files
 
 
 def load_verified(client: Any, model_name: str, *, alias: str | None = None, version: str | None = None,

@@ -6,6 +6,7 @@ champion). The comparison uses figures recorded at training time: the challenger
 metric and, when a champion existed then, the champion re-scored on the challenger's test
 patients. The decision and its figures are written as model-version tags and as an MLflow
 run, so an auditor can see why a model serves. Aliases only; the deprecated stages are never used.
+Everything goes through an MlflowClient of the given URI; MLflow's process-wide URI is never set.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ground.errors import DataError
+from training.runs import scoped_tracking_uri
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"
@@ -64,7 +66,10 @@ def register_version(client: Any, *, name: str, model_uri: str, run_id: str, tag
         client.get_registered_model(name)
     except MlflowException:
         client.create_registered_model(name, description=description or None)
-    mv = client.create_model_version(name, model_uri, run_id=run_id, tags={k: str(v) for k, v in tags.items()})
+    # MLflow's SQL registry looks the LoggedModel behind a models:/<model_id> source up through the
+    # process-wide tracking URI, not the client's (a TODO in its sqlalchemy_store, MLflow 3.17)
+    with scoped_tracking_uri(client.tracking_uri):
+        mv = client.create_model_version(name, model_uri, run_id=run_id, tags={k: str(v) for k, v in tags.items()})
     client.set_registered_model_alias(name, CHALLENGER, mv.version)
     return str(mv.version)
 
@@ -94,10 +99,13 @@ def promote(*, tracking_uri: str, model_name: str, metric: str, margin: float, e
     Raises DataError when there is no challenger, or when the champion was never scored on the
     challenger's test split (retrain so both are compared on the same patients).
     """
-    import mlflow
+    import tempfile
+
     from mlflow import MlflowClient
 
-    from training.tracking import clean_metrics, ensure_experiment, log_json, quiet_environment
+    from training.plots import promotion_plot
+    from training.runs import open_run
+    from training.tracking import clean_metrics, ensure_experiment, quiet_environment
 
     quiet_environment()
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
@@ -129,29 +137,23 @@ def promote(*, tracking_uri: str, model_name: str, metric: str, margin: float, e
         promoted, reason = decide(challenger_metric=c_metric, champion_metric=champ_metric, metric=metric, margin=margin)
 
     exp_id = ensure_experiment(client, experiment, artifact_root)
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
-    with mlflow.start_run(experiment_id=exp_id, run_name=f"promote-{model_name}-v{challenger.version}") as run:
+    with open_run(client, experiment_id=exp_id, name=f"promote-{model_name}-v{challenger.version}") as run:
         decision = PromotionDecision(model_name, promoted, reason, str(challenger.version), champion_version, metric,
-                                     c_metric, champ_metric, margin, split_id, run.info.run_id)
-        mlflow.set_tags({"facesurv.kind": "promotion", "promotion.decision": "promoted" if promoted else "kept",
-                         "promotion.reason": reason, "model_name": model_name,
-                         "challenger_version": str(challenger.version), "champion_version": champion_version or "",
-                         "split_id": split_id})
-        mlflow.log_params({"metric": metric, "margin": margin})
-        mlflow.log_metrics(clean_metrics({f"challenger_{metric}": c_metric,
-                                          f"champion_{metric}": champ_metric if champ_metric is not None else math.nan,
-                                          "promoted": float(promoted)}))
-        log_json(decision.to_dict(), "promotion.json")
-        import tempfile
-
-        from training.plots import promotion_plot
-
+                                     c_metric, champ_metric, margin, split_id, run.run_id)
+        run.set_tags({"facesurv.kind": "promotion", "promotion.decision": "promoted" if promoted else "kept",
+                      "promotion.reason": reason, "model_name": model_name,
+                      "challenger_version": str(challenger.version), "champion_version": champion_version or "",
+                      "split_id": split_id})
+        run.log_params({"metric": metric, "margin": margin})
+        run.log_metrics(clean_metrics({f"challenger_{metric}": c_metric,
+                                       f"champion_{metric}": champ_metric if champ_metric is not None else math.nan,
+                                       "promoted": float(promoted)}))
+        run.log_json(decision.to_dict(), "promotion.json")
         with tempfile.TemporaryDirectory(prefix="facesurv-promote-") as tmp:
             fig = promotion_plot(metric=metric, challenger=c_metric, champion=champ_metric, margin=margin,
                                  challenger_version=str(challenger.version), champion_version=champion_version,
                                  promoted=promoted, path=Path(tmp) / "promotion.png")
-            mlflow.log_artifact(str(fig))
+            run.log_artifact(fig)
     if promoted and champion_version != str(challenger.version):
         client.set_registered_model_alias(model_name, CHAMPION, challenger.version)
         if champion is not None:

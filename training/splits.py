@@ -73,17 +73,26 @@ def apply_split(df: pd.DataFrame, split: FrozenSplit) -> tuple[np.ndarray, np.nd
     return np.flatnonzero(~is_test), np.flatnonzero(is_test)
 
 
+def read_split(path: Path) -> FrozenSplit:
+    """The frozen split saved at `path`; DataError when there is none."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no frozen test split; train once (facesurv train) to draw and save it")
+    return FrozenSplit.from_json(path.read_text(encoding="utf-8"))
+
+
 def split_frame(df: pd.DataFrame, *, test_fraction: float, seed: int, path: Path | None,
-                data_versions: Mapping[str, str] | None = None) -> tuple[np.ndarray, np.ndarray, FrozenSplit]:
-    """Split a training frame, reusing (or creating and saving) the frozen split at `path`."""
+                data_versions: Mapping[str, str] | None = None, split: FrozenSplit | None = None
+                ) -> tuple[np.ndarray, np.ndarray, FrozenSplit]:
+    """Split a training frame by `split`, else by the frozen split at `path` (drawn and saved there
+    when absent), else by a split drawn from `seed` and saved nowhere."""
     if len(df) == 0:
         raise DataError("training data is empty (0 rows); import a cohort or pass --data FILE")
     if "patient_id" not in df.columns:
         raise DataError("training data has no patient_id column; splits are made per patient")
     _, event = check_survival_target(df["time_days"].to_numpy(), df["event"].to_numpy(), what="training data")
-    split = None
-    if path is not None and Path(path).is_file():
-        split = FrozenSplit.from_json(Path(path).read_text(encoding="utf-8"))
+    if split is None and path is not None and Path(path).is_file():
+        split = read_split(path)
     if split is None:
         split = draw_split(df["patient_id"].to_numpy(), event, test_fraction=test_fraction, seed=seed,
                            data_versions=data_versions)
@@ -94,7 +103,8 @@ def split_frame(df: pd.DataFrame, *, test_fraction: float, seed: int, path: Path
                 tmp.write_text(split.to_json(), encoding="utf-8")
     train_idx, test_idx = apply_split(df, split)
     if len(test_idx) == 0:
-        raise DataError(f"none of the frozen test patients (split {split.split_id}, {path}) are in this data; "
+        where = f", {path}" if path is not None else ""
+        raise DataError(f"none of the frozen test patients (split {split.split_id}{where}) are in this data; "
                         "train on the cohort the split was drawn from, or delete that file to draw a new split")
     if len(train_idx) == 0:
         raise DataError("the training part of the split is empty; add patients or lower training.test_fraction")

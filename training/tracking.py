@@ -1,21 +1,23 @@
 """MLflow tracking: where runs go, the experiment, and what each run records.
 
-The tracking URI is always passed in (never set at import); the default is a SQLite file in
-the workspace's mlflow/ directory, the scale profile uses PostgreSQL. Artifacts go to the
-workspace's mlflow/artifacts directory in both cases.
+The tracking URI is always passed in and used through an MlflowClient, never set process-wide
+(training.runs); the default is a SQLite file in the workspace's mlflow/ directory, the scale
+profile uses PostgreSQL. Artifacts go to the workspace's mlflow/artifacts directory in both cases.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from ground.errors import ConfigError
+
+if TYPE_CHECKING:
+    from training.runs import RunLog
 
 
 def quiet_environment() -> None:
@@ -47,17 +49,30 @@ def ensure_postgres_database(*, host: str, port: int, user: str, database: str) 
 
 
 def tracking_uri_for(params: Any, mlflow_dir: Path) -> str:
-    """The tracking URI a workspace's profile asks for (scale: PostgreSQL, local: SQLite)."""
+    """The tracking URI a workspace's profile asks for (scale: PostgreSQL, local: SQLite).
+
+    Only computes it: the scale profile's database is created by ensure_tracking_store.
+    """
     reg = params.registry
     if reg.tracking_uri:
         return reg.tracking_uri
     if params.profile == "scale":
         s = params.features.scale
-        ensure_postgres_database(host=s.postgres_host, port=s.postgres_port, user=s.postgres_user,
-                                 database=reg.scale_database)
         return postgres_uri(host=s.postgres_host, port=s.postgres_port, user=s.postgres_user,
                             database=reg.scale_database)
     return default_tracking_uri(mlflow_dir)
+
+
+def ensure_tracking_store(params: Any) -> None:
+    """Create the scale profile's tracking database if it does not exist (MLflow creates tables,
+    not databases). An explicit registry.tracking_uri is the operator's store, used as it is;
+    the local profile's SQLite file is created by MLflow."""
+    reg = params.registry
+    if reg.tracking_uri or params.profile != "scale":
+        return
+    s = params.features.scale
+    ensure_postgres_database(host=s.postgres_host, port=s.postgres_port, user=s.postgres_user,
+                             database=reg.scale_database)
 
 
 def ensure_experiment(client: Any, name: str, artifact_root: Path | None) -> str:
@@ -82,30 +97,28 @@ def dataset_frame(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def log_datasets(*, train_df: pd.DataFrame, test_df: pd.DataFrame, feature_service: str,
+def log_datasets(run: RunLog, *, train_df: pd.DataFrame, test_df: pd.DataFrame, feature_service: str,
                  data_versions: Mapping[str, str], split_id: str, split_source: str, source: str) -> None:
-    """mlflow.log_input for the training and test sets, naming where the data came from.
+    """The training and test sets as the run's dataset inputs (what mlflow.log_input records),
+    naming where the data came from.
 
     `source` is a local path or URI MLflow can resolve (the data file or the Feast repo); the
     Feast feature service, the DVC revisions and the split travel in the dataset's name and tags.
     """
-    import mlflow
-
     # mlflow.data.from_pandas is this function, attached at run time (invisible to type checkers)
     from mlflow.data.pandas_dataset import from_pandas
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
     tags = {"feature_service": feature_service, "split_id": split_id, "split_file": split_source}
     tags.update({f"dvc.{k}": str(v) for k, v in data_versions.items()})
     for ctx, part in (("training", train_df), ("testing", test_df)):
         ds = from_pandas(dataset_frame(part), source=source, targets="event",
                          name=f"{feature_service}-{ctx}-{split_id}")
-        mlflow.log_input(ds, context=ctx, tags=tags)
-
-
-def log_json(obj: Any, artifact_file: str) -> None:
-    import mlflow
-
-    mlflow.log_dict(json.loads(json.dumps(obj, default=str)), artifact_file)
+        # _to_mlflow_entity is how mlflow.log_input itself turns a Dataset into the stored entity
+        entry = DatasetInput(ds._to_mlflow_entity(), tags=[*(InputTag(k, v) for k, v in tags.items()),
+                                                            InputTag(MLFLOW_DATASET_CONTEXT, ctx)])
+        run.client.log_inputs(run.run_id, datasets=[entry])
 
 
 def clean_metrics(metrics: Mapping[str, float]) -> dict[str, float]:

@@ -18,7 +18,7 @@ def test_serves_the_promoted_training_champion(champion_registry, params, repo_r
     from serving.auth import TokenStore
     from serving.ledger import SQLiteLedger
     from serving.scoring import DataFrameFeatureReader, LineageContext, Scorer, load_champion
-    from serving.wiring import tracking_uri
+    from facesurv.components import Components
     from tests.serving.conftest import TOKEN
     from training.pipeline import train
     from training.registry import promote
@@ -29,7 +29,7 @@ def test_serves_the_promoted_training_champion(champion_registry, params, repo_r
         params, training=dataclasses.replace(params.training, deepsurv_epochs=3, fusion_folds=2),
         evaluation=dataclasses.replace(params.evaluation, bootstrap=0))
     df = champion_registry.cohort.head(240)
-    uri = tracking_uri(ws, quick)
+    uri = Components(ws, quick).tracking_uri
     train(df.drop(columns=["photo_id", "photo_taken_at", "record_known_at"]), params=quick, tracking_uri=uri,
           artifact_root=ws.mlflow_dir / "artifacts")
     r = quick.registry

@@ -77,8 +77,9 @@ def test_nan_latent_is_rejected(cohort_df, fast_params, mlflow_store, tmp_path):
         _train(df, fast_params, mlflow_store, tmp_path)
 
 
-def test_failure_inside_the_run_marks_it_failed(cohort_df, fast_params, mlflow_store, tmp_path, run_count,
-                                                monkeypatch):
+def test_a_model_that_cannot_be_fitted_records_no_run(cohort_df, fast_params, mlflow_store, tmp_path, run_count,
+                                                      monkeypatch):
+    """Every model is fitted (training.fit) before the first run is created, so a failed fit leaves no run."""
     from training.coxph import CoxPHModel
 
     def boom(self, X, time, event):
@@ -87,6 +88,22 @@ def test_failure_inside_the_run_marks_it_failed(cohort_df, fast_params, mlflow_s
     monkeypatch.setattr(CoxPHModel, "_fit_matrix", boom)
     before_ok, before_failed = run_count("FINISHED"), run_count("FAILED")
     with pytest.raises(DataError, match="synthetic failure"):
+        _train(cohort_df, fast_params, mlflow_store, tmp_path,
+               training={"models": ["coxph_clinical"], "fusion_members": ["coxph_clinical"]})
+    assert run_count("FINISHED") == before_ok
+    assert run_count("FAILED") == before_failed
+
+
+def test_failure_while_recording_marks_the_runs_failed(cohort_df, fast_params, mlflow_store, tmp_path, run_count,
+                                                       monkeypatch):
+    import training.plots
+
+    def boom(*args, **kwargs):
+        raise OSError("no space left on device (synthetic failure)")
+
+    monkeypatch.setattr(training.plots, "evaluation_figures", boom)
+    before_ok, before_failed = run_count("FINISHED"), run_count("FAILED")
+    with pytest.raises(OSError, match="synthetic failure"):
         _train(cohort_df, fast_params, mlflow_store, tmp_path,
                training={"models": ["coxph_clinical"], "fusion_members": ["coxph_clinical"]})
     assert run_count("FINISHED") == before_ok

@@ -45,7 +45,7 @@ def test_training_table_readers(tmp_path, cohort_df):
     import pytest
 
     from ground.errors import DataError
-    from training.pipeline import load_training_frame
+    from training.frame import load_training_frame
 
     df = cohort_df.head(5).copy()
     csv = tmp_path / "t.csv"

@@ -38,24 +38,23 @@ def registry(cohort_df, fast_params, tmp_path_factory):
     from training.preprocess import clinical_feature_columns
     from training.pyfunc import log_served_model
     from training.registry import CHAMPION, register_version
+    from training.runs import open_run
 
     root = tmp_path_factory.mktemp("integrity")
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
     client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     exp = client.create_experiment("integrity", artifact_location=(root / "artifacts").as_uri())
     num, cat = clinical_feature_columns(cohort_df)
     model = factory("coxph_clinical", fast_params.training, numeric=num, categorical=cat)().fit(cohort_df)
-    with mlflow.start_run(experiment_id=exp) as run:
-        model_uri, files = log_served_model("coxph_clinical", model, example_df=cohort_df, horizons=[365, 1825],
-                                            workdir=root / "work", pip_requirements=["mlflow"], tracking_uri=uri)
-    version = register_version(client, name=NAME, model_uri=model_uri, run_id=run.info.run_id,
+    with open_run(client, experiment_id=exp, name="integrity") as run:
+        model_uri, files = log_served_model(client, run.run_id, "coxph_clinical", model, example_df=cohort_df,
+                                            horizons=[365, 1825], workdir=root / "work", pip_requirements=["mlflow"])
+    version = register_version(client, name=NAME, model_uri=model_uri, run_id=run.run_id,
                                tags=manifest_tags(files))
     client.set_registered_model_alias(NAME, CHAMPION, version)
     store = Path(unquote(urlparse(client.get_model_version_download_uri(NAME, version)).path))
     return SimpleNamespace(uri=uri, client=client, model=model, files=files, store=store, model_uri=model_uri,
-                           run_id=run.info.run_id, version=version)
+                           run_id=run.run_id, version=version)
 
 
 @contextlib.contextmanager
@@ -195,9 +194,12 @@ def test_mlflows_own_download_marker_is_tolerated(registry):
     reads it, so it must not make the model unservable (it is dropped from the verified copy)."""
     import mlflow
 
+    from training.runs import scoped_tracking_uri
+
     marker = registry.store / "registered_model_meta"
     try:
-        mlflow.pyfunc.load_model(f"models:/{NAME}/{registry.version}")
+        with scoped_tracking_uri(registry.uri):  # a plain MLflow user sets the process-wide URI
+            mlflow.pyfunc.load_model(f"models:/{NAME}/{registry.version}")
         assert marker.is_file()
         _load(registry)
         with tampered(registry.store / "artifacts/model/registered_model_meta", b"x"), pytest.raises(
@@ -210,8 +212,10 @@ def test_mlflows_own_download_marker_is_tolerated(registry):
 def test_version_without_manifest_is_refused(registry):
     """A version registered before hashes were recorded (or by hand) is never loaded unverified."""
     from training.pyfunc import load_verified
+    from training.runs import scoped_tracking_uri
 
-    mv = registry.client.create_model_version(NAME, registry.model_uri, run_id=registry.run_id)
+    with scoped_tracking_uri(registry.uri):  # MLflow's SQL registry resolves models:/<id> through it
+        mv = registry.client.create_model_version(NAME, registry.model_uri, run_id=registry.run_id)
     with pytest.raises(ArtifactIntegrityError, match=rf"model {NAME} v{mv.version} has no recorded artifact "
                                                      r"manifest.*retrain and promote a new version"):
         load_verified(registry.client, NAME, version=str(mv.version), tracking_uri=registry.uri)
@@ -219,26 +223,28 @@ def test_version_without_manifest_is_refused(registry):
 
 def test_manifest_tag_edited_without_its_digest_is_refused(registry):
     from training.pyfunc import load_verified
+    from training.runs import scoped_tracking_uri
 
     files = dict(registry.files)
     files["artifacts/model/model.json"] = "0" * 64
-    mv = registry.client.create_model_version(NAME, registry.model_uri, run_id=registry.run_id,
-                                              tags={**manifest_tags(registry.files),
-                                                    MANIFEST_TAG: manifest_document(files)})
+    with scoped_tracking_uri(registry.uri):
+        mv = registry.client.create_model_version(NAME, registry.model_uri, run_id=registry.run_id,
+                                                  tags={**manifest_tags(registry.files),
+                                                        MANIFEST_TAG: manifest_document(files)})
     with pytest.raises(ArtifactIntegrityError, match="does not match its digest tag"):
         load_verified(registry.client, NAME, version=str(mv.version), tracking_uri=registry.uri)
 
 
 def test_score_champion_refuses_a_tampered_champion(registry, cohort_df, fast_params):
     """Training re-scores the old champion through the same verified load; a refusal is recorded."""
-    from training.pipeline import _score_champion
+    from training.champion import score_champion
 
     train_df, test_df = cohort_df.iloc[:150], cohort_df.iloc[150:]
-    ok = _score_champion(registry.client, NAME, train_df, test_df, fast_params, registry.uri)
+    ok = score_champion(registry.client, NAME, train_df, test_df, params=fast_params, tracking_uri=registry.uri)
     assert "metrics" in ok and ok["artifacts_sha256"] == manifest_tags(registry.files)[DIGEST_TAG]
     path = registry.store / "artifacts" / "model" / "baseline.json"
     with tampered(path, path.read_bytes().replace(b"1", b"2", 1)):
-        res = _score_champion(registry.client, NAME, train_df, test_df, fast_params, registry.uri)
+        res = score_champion(registry.client, NAME, train_df, test_df, params=fast_params, tracking_uri=registry.uri)
     assert res["error"].startswith("ArtifactIntegrityError: model integrity-model v1: artifact "
                                    "artifacts/model/baseline.json sha256 mismatch")
 

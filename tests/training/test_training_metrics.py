@@ -91,3 +91,31 @@ def test_brier_and_ibs_agree_with_scikit_survival():
     assert ev.point["ibs"] == pytest.approx(integrated_brier_score(y, y, _surv(x)(grid), grid))
     ref = brier_score(y, y, _surv(x)(np.array([1095.0]))[:, 0], 1095.0)[1][0]
     assert ev.point["brier_1095d"] == pytest.approx(ref)
+
+
+def test_resamples_are_the_seeded_draws_less_those_without_an_event():
+    """One helper draws every bootstrap here: rng.integers(0, n, n) per resample, as before it was shared."""
+    from training.resample import resamples
+
+    event = np.array([True, False, False, False, False])
+    rng = np.random.default_rng(7)
+    draws = [rng.integers(0, 5, 5) for _ in range(60)]
+    expected = [b for b in draws if event[b].any()]
+    got = list(resamples(event, count=60, rng=7))
+    assert 0 < len(got) == len(expected) < 60
+    assert all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True))
+
+
+def test_resamples_from_a_shared_generator_continue_one_stream():
+    """The per-group C-indices share one Generator: each group's resamples follow the previous group's."""
+    from training.resample import resamples
+
+    first, second = np.array([True, False, True]), np.array([False, True, False, False])
+    rng = np.random.default_rng(3)
+    a = list(resamples(first, count=4, rng=rng))
+    b = list(resamples(second, count=4, rng=rng))
+    ref = np.random.default_rng(3)
+    expected_a = [x for x in (ref.integers(0, 3, 3) for _ in range(4)) if first[x].any()]
+    expected_b = [x for x in (ref.integers(0, 4, 4) for _ in range(4)) if second[x].any()]
+    assert all(np.array_equal(x, y) for x, y in zip(a, expected_a, strict=True)) and len(a) == len(expected_a)
+    assert all(np.array_equal(x, y) for x, y in zip(b, expected_b, strict=True)) and len(b) == len(expected_b)

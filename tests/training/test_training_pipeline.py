@@ -91,9 +91,11 @@ def test_registered_versions_record_artifact_manifests(trained, mlflow_store):
 def test_served_pyfunc_contract(trained, mlflow_store, cohort_df, fast_params):
     import mlflow
 
+    from training.runs import scoped_tracking_uri
+
     res, _ = trained
-    mlflow.set_tracking_uri(mlflow_store[0])
-    model = mlflow.pyfunc.load_model("models:/test-prognosis@challenger")
+    with scoped_tracking_uri(mlflow_store[0]):  # what a user of plain MLflow does
+        model = mlflow.pyfunc.load_model("models:/test-prognosis@challenger")
     inputs = {c.name for c in model.metadata.signature.inputs.inputs}
     assert {"age", "sex", "cancer_type", "pnodes", "tgrade", "latent"} <= inputs
     request = cohort_df.drop(columns=["time_days", "event"]).head(6).copy()
@@ -170,7 +172,7 @@ def test_decision_rule(challenger, champion, metric, expected):
 
 
 def test_table1_text_formats_cis(trained):
-    from training.pipeline import table1_text_rows
+    from training.table1 import table1_text_rows
 
     header, rows = table1_text_rows(trained[0].table1, [365, 1095, 1825])
     assert header[3] == "Harrell C" and len(rows) == 3

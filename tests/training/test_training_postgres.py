@@ -13,9 +13,16 @@ pytestmark = pytest.mark.services
 HOST, PORT, USER = "127.0.0.1", 5432, "postgres"
 
 
+def _exists(name: str) -> bool:
+    import psycopg
+
+    with psycopg.connect(host=HOST, port=PORT, user=USER, dbname="postgres", autocommit=True) as conn:
+        return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
+
+
 @pytest.fixture()
 def pg_database():
-    """A fresh database name; tracking_uri_for creates it, the fixture drops it afterwards."""
+    """A fresh database name; ensure_tracking_store creates it, the fixture drops it afterwards."""
     import psycopg
 
     require_server("PostgreSQL", HOST, PORT)
@@ -25,19 +32,37 @@ def pg_database():
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def test_scale_profile_tracks_registers_and_promotes_on_postgres(pg_database, cohort_df, fast_params, tmp_path):
-    from mlflow import MlflowClient
-
+def _scale_params(fast_params, database: str):
     from ground.config import parse_params
-    from training.pipeline import train
-    from training.registry import promote
-    from training.tracking import tracking_uri_for
 
     raw = fast_params.to_dict()
     raw["profile"] = "scale"
-    raw["registry"]["scale_database"] = pg_database
+    raw["registry"]["scale_database"] = database
     raw["training"].update(models=["coxph_clinical"], fusion_members=["coxph_clinical"])
-    params = parse_params(raw)
+    return parse_params(raw)
+
+
+def test_tracking_uri_for_the_scale_profile_creates_no_database(pg_database, fast_params, tmp_path):
+    from training.tracking import ensure_tracking_store, tracking_uri_for
+
+    params = _scale_params(fast_params, pg_database)
+    assert tracking_uri_for(params, tmp_path / "mlflow") == f"postgresql+psycopg://{USER}@{HOST}:{PORT}/{pg_database}"
+    assert not _exists(pg_database)
+    ensure_tracking_store(params)
+    assert _exists(pg_database)
+    ensure_tracking_store(params)  # idempotent
+    assert _exists(pg_database)
+
+
+def test_scale_profile_tracks_registers_and_promotes_on_postgres(pg_database, cohort_df, fast_params, tmp_path):
+    from mlflow import MlflowClient
+
+    from training.pipeline import train
+    from training.registry import promote
+    from training.tracking import ensure_tracking_store, tracking_uri_for
+
+    params = _scale_params(fast_params, pg_database)
+    ensure_tracking_store(params)
     uri = tracking_uri_for(params, tmp_path / "mlflow")
     assert uri == f"postgresql+psycopg://{USER}@{HOST}:{PORT}/{pg_database}"
     res = train(cohort_df.drop(columns=["latent"]), params=params, tracking_uri=uri,
