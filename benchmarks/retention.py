@@ -3,9 +3,10 @@ rung, over seeds.
 
 Each run builds a semi-synthetic cohort with demo.cohort.make_synth_cohort (faces
 first, outcomes drawn from the truth), aligns real photos with the nightly flow's aligner
-(facesurv.components), projects every photo with embedding.projection.project and
-the flow's settings (params.projection; a z rung projects in z), and cross-fits the demo's
-models (training.crossfit, the demo's evaluation stage) beside the ceiling. Nothing reads
+(facesurv.components), projects every photo with the flow's projection driver
+(embedding.project_batch) and settings (params.projection; a z rung projects in z), and
+cross-fits the demo's models (training.crossfit, the demo's evaluation stage) beside the
+ceiling. Nothing reads
 the true direction or latents.
 
     retention   = (C_fusion - C_clinical CoxPH) / (C_ceiling_total - C_ceiling_clinical)
@@ -79,13 +80,11 @@ def aligned_photos(params: Any, photos: list[Path], cache: Path) -> dict[str, Pa
 def run_one(params: Any, rung: str, seed: int, *, faces: Path | None, cache: Path, bootstrap: int,
             progress: Any) -> dict[str, Any]:
     import pandas as pd
-    import torch
 
     from demo.cohort import make_synth_cohort
-    from embedding.fileio import sha256_file
-    from embedding.project_batch import load_photo
-    from embedding.projection import project, stable_seed
+    from embedding.project_batch import PhotoInput, Projection, project_photos
     from facesurv.components import Components
+    from features.latents import feature_latents
     from ground.config import with_overrides
     from training.crossfit import ceiling_formulas, cross_fit
     from training.preprocess import clinical_feature_columns
@@ -109,23 +108,22 @@ def run_one(params: Any, rung: str, seed: int, *, faces: Path | None, cache: Pat
         else:
             paths = {p.stem: p for p in photos}
         times["align_s"] = time.perf_counter() - t0
-        p = params.projection
         parts = Components(None, params)  # a benchmark: paths in params are taken as given
-        G, info = parts.generator()
-        ids = [pid for pid in clinical["photo_id"] if pid in paths]
-        stats = parts.latent_stats()
+        _, info = parts.generator()
+        # the CLI's and the flow's driver, with shards in this run's temporary folder
+        projection = Projection.configured(params.projection, parts.generator(), parts.perceptual(),
+                                           stats=parts.latent_stats())
         t0 = time.perf_counter()
-        latents = []
-        for start in range(0, len(ids), p.batch_size):
-            chunk = ids[start:start + p.batch_size]
-            images = torch.from_numpy(np.stack([load_photo(paths[i], resolution=G.img_resolution) for i in chunk]))
-            seeds = [stable_seed(p.seed, sha256_file(paths[i])) for i in chunk]
-            res = project(G, images, **p.project_options(), seed=seeds, stats=stats)
-            latents.extend(np.asarray(res.latents, dtype=np.float32))
-            progress(f"    projected {min(start + p.batch_size, len(ids))}/{len(ids)}")
+        run = project_photos(projection, [PhotoInput(pid, str(paths[pid]), root=str(paths[pid].parent))
+                                          for pid in clinical["photo_id"] if pid in paths],
+                             shard_dir=Path(tmp) / "shards", batch_size=params.projection.batch_size,
+                             progress=lambda done, total: progress(f"    projected {done}/{total}"))
+        if run.failures:
+            raise SystemExit(f"{len(run.failures)} photos could not be projected, first: {run.failures[0]}")
         times["projection_s"] = time.perf_counter() - t0
+        ids = [r.photo_id for r in run.results]
         frame = clinical.set_index("photo_id").loc[ids].reset_index()
-        frame["latent"] = [lat.reshape(-1) if lat.ndim == 1 else lat.mean(axis=0) for lat in latents]
+        frame["latent"] = list(feature_latents(np.stack([r.latent for r in run.results]), space=proj_space))
         numeric, categorical = clinical_feature_columns(frame, base=params.cohort.base)
         t0 = time.perf_counter()
         cf = cross_fit(frame, training=params.training, numeric=numeric, categorical=categorical,

@@ -33,22 +33,18 @@ def _save(img: np.ndarray, path: Path, *, upscale: int = UPSCALE) -> None:
     im.save(path)
 
 
-def _training_frame(ws: Workspace) -> Any:
-    import pandas as pd
-
-    return pd.read_parquet(ws.artifacts_dir / "training" / "training_set.parquet")
-
-
 def _latents(frame: Any) -> np.ndarray:
     return np.stack([np.asarray(v, dtype=np.float32) for v in frame["latent"]])
 
 
-def make_figures(ws: Workspace, params: Params, cohort_dir: Path, report_dir: Path) -> dict[str, str]:
-    """Write the pictures under report_dir/figures; returns caption -> path relative to report_dir."""
+def make_figures(ws: Workspace, params: Params, frame: Any, cohort_dir: Path, report_dir: Path) -> dict[str, str]:
+    """Write the pictures of the training set `frame` (its recovered latents) under
+    report_dir/figures; returns caption -> path relative to report_dir."""
     import pandas as pd
     import torch
     from PIL import Image
 
+    from embedding.attributes import least_squares_direction
     from embedding.editing import edit_grid, latent_spread, render, tile, to_uint8
     from facesurv.components import components
 
@@ -56,7 +52,6 @@ def make_figures(ws: Workspace, params: Params, cohort_dir: Path, report_dir: Pa
     fig_dir = report_dir / "figures"
     G, info = components(ws, params).generator()
     space = params.projection.space if params.projection.space != "w+" else "w"
-    frame = _training_frame(ws)
     lat = _latents(frame)
     clinical = pd.read_csv(cohort_dir / "clinical.csv", usecols=["patient_id", "photo_id"])
     photo_of = dict(zip(clinical["patient_id"], clinical["photo_id"], strict=True))
@@ -87,29 +82,26 @@ def make_figures(ws: Workspace, params: Params, cohort_dir: Path, report_dir: Pa
         figs["scikit-image's astronaut: photo (left) and FFHQ-aligned crop (right), dlib 68-point landmarks"] = \
             "figures/astronaut_alignment.png"
 
-    rows = torch.from_numpy(lat[:GRID_ROWS])
-    # health attribute: the champion's Coxnet coefficient vector on the latents (toward higher risk)
-    direction = _health_direction(ws, params)
-    if direction is not None and np.linalg.norm(direction) > 0:  # a Coxnet that kept no latent has no direction
-        d = torch.from_numpy(direction.astype(np.float32))
-        spread = latent_spread(torch.from_numpy(lat), d)
-        grid = edit_grid(G, rows, -d, [a * spread for a in AMOUNTS], space=space)
-        _save(tile(grid), fig_dir / "health_grid.png")
-        figs["health attribute: each row one patient, moved along minus the Coxnet risk direction "
-             f"({', '.join(f'{a:+g}' for a in AMOUNTS)} spreads; right = healthier){stand_in}"] = "figures/health_grid.png"
-
-    # age attribute: least-squares direction of the recovered latents on age at the photo
+    # attribute grids, each row one patient: health is minus the champion's Coxnet coefficient vector on the
+    # latents (toward lower risk), age the least-squares direction of the recovered latents on age at the photo
+    attributes = []
+    health = _health_direction(ws, params)
+    if health is not None:
+        attributes.append(("health_grid", -health, "health attribute: each row one patient, moved along minus the "
+                           f"Coxnet risk direction ({', '.join(f'{a:+g}' for a in AMOUNTS)} spreads; right = healthier)"
+                           f"{stand_in}"))
     if "age" in frame.columns:
-        age = frame["age"].to_numpy(float)
-        X = lat - lat.mean(axis=0)
-        coef, *_ = np.linalg.lstsq(np.column_stack([X, np.ones(len(X))]), age - age.mean(), rcond=None)
-        d_age = torch.from_numpy(coef[:-1].astype(np.float32))
-        if float(d_age.norm()) > 0:
-            spread = latent_spread(torch.from_numpy(lat), d_age)
-            grid = edit_grid(G, rows, d_age, [a * spread for a in AMOUNTS], space=space)
-            _save(tile(grid), fig_dir / "age_grid.png")
-            figs["age attribute: least-squares direction of the recovered latents on age (right = older); "
-                 f"the semi-synthetic latents carry no planted age signal{stand_in}"] = "figures/age_grid.png"
+        attributes.append(("age_grid", least_squares_direction(lat, frame["age"].to_numpy(float)),
+                           "age attribute: least-squares direction of the recovered latents on age (right = older); "
+                           f"the semi-synthetic latents carry no planted age signal{stand_in}"))
+    rows = torch.from_numpy(lat[:GRID_ROWS])
+    for name, direction, caption in attributes:
+        if not np.linalg.norm(direction) > 0:
+            continue  # a Coxnet that kept no latent, or a constant age: no direction to move along
+        d = torch.from_numpy(np.asarray(direction, dtype=np.float32))
+        spread = latent_spread(torch.from_numpy(lat), d)
+        _save(tile(edit_grid(G, rows, d, [a * spread for a in AMOUNTS], space=space)), fig_dir / f"{name}.png")
+        figs[caption] = f"figures/{name}.png"
     return figs
 
 

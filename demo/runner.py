@@ -9,8 +9,9 @@
     -> one patient scored through the API, with its audit trail
     -> health and age grids -> report (report/index.html, report.md, metrics.json)
 
-Each stage is a function of a shared context; a stage whose library is missing raises
-NotAvailableError and is listed as not available, never faked.
+Each stage is a function of a shared context, whose DemoState carries what the earlier stages
+found; a stage whose library is missing raises NotAvailableError and is listed as not
+available, never faked.
 """
 
 from __future__ import annotations
@@ -21,20 +22,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ground.config import Params
-from ground.errors import FacesurvError, NotAvailableError
+from demo.report import TRAINING_NAMES, ReportInputs, stat_text, write_report
+from ground.config import Params, with_overrides
+from ground.errors import DataError, FacesurvError, NotAvailableError
 from ground.workspace import Workspace
 
-# report name -> training/'s model name
-MODEL_MAP = {
-    "embedding_deepsurv": "deepsurv_latent",
-    "embedding_coxph": "coxnet_latent",
-    "clinical_coxph": "coxph_clinical",
-    "clinical_deepsurv": "deepsurv_clinical",
-    "fusion": "fusion",
-}
+if TYPE_CHECKING:
+    import pandas as pd
+
 ORACLE_MAP = {"oracle_embedding": "coxnet_latent", "oracle_embedding_deepsurv": "deepsurv_latent",
               "oracle_fusion": "fusion"}
 ASTRONAUT = "astronaut"
@@ -43,7 +40,7 @@ ASTRONAUT = "astronaut"
 @dataclass
 class StageResult:
     name: str
-    status: str            # done | not available | failed
+    status: str            # done | not available | skipped | failed
     seconds: float
     detail: str = ""
 
@@ -53,12 +50,26 @@ class NotApplicable(Exception):
 
 
 @dataclass
+class DemoState:
+    """What the stages found, for the later stages and the report."""
+
+    cohort_line: str = ""                       # the demo's first line: which cohort it builds
+    results: list[StageResult] = field(default_factory=list)
+    synth: dict[str, Any] = field(default_factory=dict)     # demo.cohort.make_synth_cohort's summary
+    nightly: dict[str, Any] = field(default_factory=dict)   # the nightly flow's summary (phases_s, ...)
+    training_set: pd.DataFrame | None = None    # the train-and-promote flow's Feast training set
+    oracle: dict[str, dict[str, Any]] = field(default_factory=dict)  # model -> Table 1 row, on the true latents
+    crossfit: dict[str, Any] | None = None      # training.crossfit CrossFit.summary(...) + folds
+    figures: dict[str, str] = field(default_factory=dict)   # caption -> path relative to report/
+
+
+@dataclass
 class DemoContext:
     ws: Workspace
     params: Params
     log: Callable[[str], None]
     faces_dir: Path | None = None       # a labelled face folder: real faces; None: rendered
-    state: dict[str, Any] = field(default_factory=dict)
+    state: DemoState = field(default_factory=DemoState)
 
     @property
     def real_faces(self) -> bool:
@@ -69,6 +80,10 @@ class DemoContext:
         return self.ws.root / "cohort"
 
     @property
+    def truth_dir(self) -> Path:
+        return self.cohort_dir / "truth"
+
+    @property
     def inbox(self) -> Path:
         return self.ws.root / self.params.flows.inbox
 
@@ -76,14 +91,13 @@ class DemoContext:
     def report_dir(self) -> Path:
         return self.ws.root / "report"
 
+    def training_set(self) -> pd.DataFrame:
+        """The train-and-promote flow's training set, read once for the stages after it."""
+        if self.state.training_set is None:
+            import pandas as pd
 
-def _require(module: str, stage: str, issue: int) -> Any:
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        raise NotAvailableError(f"{stage}: not available yet (issue #{issue}; {exc.name} is missing)") from None
+            self.state.training_set = pd.read_parquet(self.ws.artifacts_dir / "training" / "training_set.parquet")
+        return self.state.training_set
 
 
 # --- stages -------------------------------------------------------------------------------------
@@ -91,12 +105,13 @@ def _require(module: str, stage: str, issue: int) -> Any:
 def stage_cohort(ctx: DemoContext) -> str:
     """The semi-synthetic cohort, dropped into the inbox the nightly flow reads: real photos
     go where the flow aligns them, rendered portraits are declared pre-aligned."""
-    synth = _require("demo.cohort", "semi-synthetic cohort", 4)
+    from demo.cohort import make_synth_cohort
+
     p = ctx.params
     check_enough_events(p)
-    summary = synth.make_synth_cohort(p, ctx.cohort_dir, ws=ctx.ws, base=p.cohort.base, patients=p.synth.patients,
+    summary = make_synth_cohort(p, ctx.cohort_dir, ws=ctx.ws, base=p.cohort.base, patients=p.synth.patients,
                                       seed=p.cohort.seed, faces=ctx.faces_dir)
-    ctx.state["synth"] = summary
+    ctx.state.synth = summary
     inbox = ctx.inbox
     if inbox.exists():
         shutil.rmtree(inbox)
@@ -122,25 +137,29 @@ def stage_cohort(ctx: DemoContext) -> str:
 
 
 def patients_needed(params: Params) -> tuple[int, str] | None:
-    """None when the cohort holds enough events for the clinical models
-    (training.min_events_per_feature per one-hot clinical feature in the training part) and
-    the base has that many patients; otherwise (patients to use instead, why)."""
+    """None when the base has the patients asked for and their training part holds enough
+    events for the clinical CoxPH by training's own rule (training.min_events_per_feature per
+    one-hot clinical feature); otherwise (patients to use instead, why)."""
     import math
 
-    from features.cohort import covariate_columns, import_cohort
+    from features.cohort import import_cohort
+    from training.preprocess import Preprocessor, check_events_per_feature, clinical_feature_columns
 
     c, t = params.cohort, params.training
     df = import_cohort(c.base, seed=c.seed, admission_start=c.admission_start,
                        admission_span_days=c.admission_span_days, record_lag_days=c.record_lag_days)
     if params.synth.patients > len(df):
         return len(df), f"{c.base} has {len(df)} patients, fewer than the {params.synth.patients} asked for"
-    numeric, categorical = covariate_columns(c.base)
-    features = 1 + len(numeric) + sum(max(df[col].nunique() - 1, 0) for col in ("sex", "cancer_type", *categorical))
-    rate = float(df["event"].mean())
+    features = Preprocessor(*clinical_feature_columns(df, base=c.base)).fit(df).n_features
+    rate = float(df["event"].mean())  # the drawn outcomes keep the base's event rate
     patients = params.synth.patients or len(df)
-    needed = math.ceil(t.min_events_per_feature * features / (1 - t.test_fraction))
-    if patients * rate * (1 - t.test_fraction) >= t.min_events_per_feature * features:
+    try:
+        check_events_per_feature(int(patients * rate * (1 - t.test_fraction)), features,
+                                 minimum=t.min_events_per_feature, model="coxph_clinical")
         return None
+    except DataError:
+        pass
+    needed = math.ceil(t.min_events_per_feature * features / (1 - t.test_fraction))
     why = (f"{c.base}: {patients} patients hold about {patients * rate:.0f} events ({rate:.0%} event rate), "
            f"too few for {features} clinical features at {t.min_events_per_feature:g} events each "
            f"(the dataset has {len(df)})")
@@ -149,8 +168,6 @@ def patients_needed(params: Params) -> tuple[int, str] | None:
 
 def check_enough_events(params: Params) -> None:
     """Fail in seconds, not after the projection, when the cohort would hold too few events."""
-    from ground.errors import DataError
-
     short = patients_needed(params)
     if short is not None:
         suggest, why = short
@@ -158,16 +175,18 @@ def check_enough_events(params: Params) -> None:
 
 
 def _configure_prefect(ctx: DemoContext) -> None:
-    runtime = _require("flows.runtime", "Prefect flows", 7)
-    runtime.configure(ctx.ws.prefect_home, ctx.params)
+    from flows.runtime import configure
+
+    configure(ctx.ws.prefect_home, ctx.params)
 
 
 def stage_nightly(ctx: DemoContext) -> str:
     """nightly-embedding: DVC versioning, data contracts, alignment, projection, Feast."""
+    from flows.nightly_embedding import nightly_embedding
+
     _configure_prefect(ctx)
-    mod = _require("flows.nightly_embedding", "nightly embedding flow", 7)
-    summary = mod.nightly_embedding(str(ctx.ws.root))
-    ctx.state["nightly"] = summary
+    summary = nightly_embedding(str(ctx.ws.root))
+    ctx.state.nightly = summary
     keys = ("new_photos", "aligned", "quarantined", "projected", "latent_rows", "clinical_rows", "materialized")
     shown = ", ".join(f"{k} {summary[k]}" for k in keys if k in summary)
     return f"flow run {summary.get('flow_run_id', '?')}: {shown}; data rev {str(summary.get('data_rev'))[:10]}"
@@ -175,27 +194,23 @@ def stage_nightly(ctx: DemoContext) -> str:
 
 def stage_train(ctx: DemoContext) -> str:
     """train-and-promote: Feast training set -> models -> MLflow -> registry promotion."""
+    from flows.train_and_promote import train_and_promote
+
     _configure_prefect(ctx)
-    mod = _require("flows.train_and_promote", "train-and-promote flow", 7)
-    summary = mod.train_and_promote(str(ctx.ws.root))
-    ctx.state["train"] = summary
+    summary = train_and_promote(str(ctx.ws.root))
     decision = summary.get("promotion", {})
     fusion = summary.get("metrics", {}).get("fusion", {})
     return (f"fusion C-index {fusion.get('c_index', float('nan')):.3f}; promotion: "
             f"{'promoted' if decision.get('promoted') else 'kept champion'} ({decision.get('reason', '')})")
 
 
-def _truth(ctx: DemoContext, name: str) -> Path:
-    return ctx.cohort_dir / "truth" / name
-
-
-def _oracle_frame(ctx: DemoContext) -> Any:
+def _oracle_frame(ctx: DemoContext) -> pd.DataFrame:
     """The training set with every latent replaced by the patient's TRUE latent (truth/)."""
     import numpy as np
     import pandas as pd
 
-    frame = pd.read_parquet(ctx.ws.artifacts_dir / "training" / "training_set.parquet")
-    truth = pd.read_parquet(_truth(ctx, "faces.parquet"), columns=["patient_id", "latent"])
+    frame = ctx.training_set()
+    truth = pd.read_parquet(ctx.truth_dir / "faces.parquet", columns=["patient_id", "latent"])
     by_patient = truth.set_index("patient_id")["latent"]
     frame = frame[frame["patient_id"].isin(by_patient.index)].copy()
     frame["latent"] = [np.asarray(by_patient[p], dtype=np.float32) for p in frame["patient_id"]]
@@ -203,23 +218,17 @@ def _oracle_frame(ctx: DemoContext) -> Any:
 
 
 def stage_oracle(ctx: DemoContext) -> str:
-    """The same models on the true latents and the same frozen test split (never registered)."""
-    from ground.config import with_overrides
-
+    """The same models on the true latents and the same frozen test split: training's pure half
+    (fit and evaluate), neither tracked nor registered."""
     if ctx.real_faces:
         raise NotApplicable("real faces have no true latents; the ceiling (evaluation stage) is their yardstick")
-    pipeline = _require("training.pipeline", "oracle models", 6)
-    tracking = _require("training.tracking", "oracle models", 6)
-    frame = _oracle_frame(ctx)
-    params = with_overrides(ctx.params, registry={"experiment": f"{ctx.params.registry.experiment}-oracle"})
-    result = pipeline.train(frame, params=params, tracking_uri=tracking.tracking_uri_for(params, ctx.ws.mlflow_dir),
-                            data_versions={"truth": "semi-synthetic ground truth (never read by the pipeline)"},
-                            split_path=ctx.ws.artifacts_dir / "splits" / "test_split.json",
-                            artifact_root=ctx.ws.mlflow_dir / "artifacts",
-                            out_dir=ctx.ws.artifacts_dir / "oracle" / "figures", register=False,
-                            data_source=str(_truth(ctx, "faces.parquet")))
-    ctx.state["oracle_table"] = result.table1
-    row = result.table1.set_index("model").loc["coxnet_latent"]
+    from training.fit import fit_and_evaluate
+    from training.splits import read_split
+
+    fitted = fit_and_evaluate(_oracle_frame(ctx), params=ctx.params,
+                              split=read_split(ctx.ws.artifacts_dir / "splits" / "test_split.json"))
+    ctx.state.oracle = fitted.table1.set_index("model").to_dict("index")
+    row = ctx.state.oracle["coxnet_latent"]
     return f"oracle embedding (Coxnet on true latents) C-index {row['c_index']:.3f} on {int(row['n_test'])} test patients"
 
 
@@ -229,12 +238,12 @@ def stage_evaluation(ctx: DemoContext) -> str:
     import numpy as np
     import pandas as pd
 
-    crossfit = _require("training.crossfit", "cross-fitted evaluation", 12)
+    from training import crossfit
     from training.preprocess import clinical_feature_columns
 
     p = ctx.params
-    frame = pd.read_parquet(ctx.ws.artifacts_dir / "training" / "training_set.parquet")
-    outcome = pd.read_csv(_truth(ctx, "outcome.csv"), dtype={"patient_id": str}).set_index("patient_id")
+    frame = ctx.training_set()
+    outcome = pd.read_csv(ctx.truth_dir / "outcome.csv", dtype={"patient_id": str}).set_index("patient_id")
     frame = frame[frame["patient_id"].astype(str).isin(outcome.index)].reset_index(drop=True)
     truth = outcome.loc[frame["patient_id"].astype(str)]
     if not (np.allclose(truth["time_days"].to_numpy(float), frame["time_days"].to_numpy(float))
@@ -250,9 +259,7 @@ def stage_evaluation(ctx: DemoContext) -> str:
                          derived=crossfit.ceiling_formulas())
     summary["folds"] = p.synth.folds
     summary["patients_in_cohort"] = int(len(outcome))
-    ctx.state["crossfit"] = summary
-    from demo.report import stat_text
-
+    ctx.state.crossfit = summary
     d = summary["derived"]
     return (f"{summary['n']} patients ({summary['events']} events), {p.synth.folds} folds: "
             f"fusion gain {stat_text(d['fusion_gain'])} of a possible {stat_text(d['ceiling_gain'])}; "
@@ -262,27 +269,26 @@ def stage_evaluation(ctx: DemoContext) -> str:
 def stage_score(ctx: DemoContext) -> str:
     import pandas as pd
 
-    demo = _require("demo.api_tour", "scoring API and lineage ledger", 8)
+    from demo.api_tour import score_through_api
+
     patient = str(pd.read_csv(ctx.cohort_dir / "clinical.csv", usecols=["patient_id"])["patient_id"].iloc[0])
-    return demo.score_through_api(ctx.ws, ctx.params, patient_id=patient, log=ctx.log)
+    return score_through_api(ctx.ws, ctx.params, patient_id=patient, log=ctx.log)
 
 
 def stage_grids(ctx: DemoContext) -> str:
     """Photo/reconstruction pairs and health/age attribute grids from the recovered latents."""
-    grids = _require("demo.figures", "health and age grids", 4)
-    figures = grids.make_figures(ctx.ws, ctx.params, ctx.cohort_dir, ctx.report_dir)
-    ctx.state.setdefault("figures", {}).update(figures)
+    from demo.figures import make_figures
+
+    figures = make_figures(ctx.ws, ctx.params, ctx.training_set(), ctx.cohort_dir, ctx.report_dir)
+    ctx.state.figures.update(figures)
     return f"{len(figures)} figures: " + ", ".join(figures)
 
 
 def stage_report(ctx: DemoContext) -> str:
     from demo.figures import collect_training_figures
-    from demo.report import write_report
 
-    ctx.state.setdefault("figures", {}).update(collect_training_figures(ctx.ws, ctx.report_dir))
-    inputs = report_inputs(ctx)
-    ctx.state["report_inputs"] = inputs
-    paths = write_report(ctx.report_dir, inputs)
+    ctx.state.figures.update(collect_training_figures(ctx.ws, ctx.report_dir))
+    paths = write_report(ctx.report_dir, report_inputs(ctx))
     return f"{paths['index.html'].relative_to(ctx.ws.root)} (+ report.md, metrics.json)"
 
 
@@ -300,18 +306,16 @@ STAGES: list[tuple[str, Callable[[DemoContext], str]]] = [
 
 # --- the report's inputs ---------------------------------------------------------------------
 
-def _metrics_of(table: Any, name: str) -> dict[str, Any] | None:
-    if table is None or name not in set(table["model"]):
+def _metrics_of(table: dict[str, dict[str, Any]], name: str) -> dict[str, Any] | None:
+    """A Table 1 row (training's columns) in the report's layout; None when the model is absent."""
+    r = table.get(name)
+    if r is None:
         return None
-    r = table.set_index("model").loc[name]
     out: dict[str, Any] = {"c_index": _f(r.get("c_index")), "c_index_ci": [_f(r.get("c_index_lo")), _f(r.get("c_index_hi"))],
                            "ibs": _f(r.get("ibs"))}
     if "ibs_lo" in r and "ibs_hi" in r:
         out["ibs_ci"] = [float(r["ibs_lo"]), float(r["ibs_hi"])]
-    for k in ("uno_c", "n_test", "n_train"):
-        if k in r:
-            out[k] = _f(r[k])
-    return out
+    return out | {k: _f(r[k]) for k in ("uno_c", "n_test", "n_train") if k in r}
 
 
 def _f(x: Any) -> float | None:
@@ -322,27 +326,18 @@ def _f(x: Any) -> float | None:
     return v if v == v else None
 
 
-def report_inputs(ctx: DemoContext) -> Any:
+def report_inputs(ctx: DemoContext) -> ReportInputs:
     import pandas as pd
 
-    from demo.report import ReportInputs, retention
+    from training.retention import retention_vs_oracle
 
-    table = _latest_table1(ctx)
-    oracle = ctx.state.get("oracle_table")
-    models: dict[str, dict[str, Any]] = {}
-    for key, name in MODEL_MAP.items():
-        m = _metrics_of(table, name)
-        if m:
-            models[key] = m
-    for key, name in ORACLE_MAP.items():
-        m = _metrics_of(oracle, name)
-        if m:
-            models[key] = m
+    state = ctx.state
+    models = {key: m for table, names in ((_registry_metrics(ctx), TRAINING_NAMES), (state.oracle, ORACLE_MAP))
+              for key, name in names.items() if (m := _metrics_of(table, name))}
     ret_oracle = None
     if "embedding_coxph" in models and "oracle_embedding" in models:
-        ret_oracle = retention(models["embedding_coxph"]["c_index"], models["oracle_embedding"]["c_index"])
-    synth = ctx.state.get("synth", {})
-    results: list[StageResult] = ctx.state.get("results", [])
+        ret_oracle = retention_vs_oracle(models["embedding_coxph"]["c_index"], models["oracle_embedding"]["c_index"])
+    synth, results = state.synth, state.results
     assets = asset_statements(ctx)
     contracts = contract_rows(ctx.ws)
     notes = [
@@ -362,7 +357,7 @@ def report_inputs(ctx: DemoContext) -> Any:
         notes.append("Oracle retention = (C_embedding - 0.5) / (C_oracle_embedding - 0.5): the Coxnet on recovered "
                      "latents against the same Coxnet on the true latents, same frozen test split.")
     if "fusion" in models:
-        by_model = {v: k for k, v in MODEL_MAP.items()}
+        by_model = {v: k for k, v in TRAINING_NAMES.items()}
         inputs = [by_model[m] for m in ctx.params.training.fusion_members if by_model.get(m) in models]
         if inputs:
             notes.append(f"The fusion stacks {', '.join(inputs)} (training.fusion_members).")
@@ -375,12 +370,12 @@ def report_inputs(ctx: DemoContext) -> Any:
         base=ctx.params.cohort.base, patients=patients, seed=ctx.params.cohort.seed, models=models,
         retention=ret_oracle,
         stages_s={r.name: r.seconds for r in results}, stage_status={r.name: r.status for r in results},
-        total_s=sum(r.seconds for r in results), assets=assets, figures=ctx.state.get("figures", {}),
+        total_s=sum(r.seconds for r in results), assets=assets, figures=state.figures,
         contracts=contracts, notes=notes,
-        stage_parts_s={"nightly embedding flow": dict(ctx.state.get("nightly", {}).get("phases_s") or {})},
-        cohort={"kind": synth.get("kind"), "rung": synth.get("rung"), "line": ctx.state.get("cohort_line", ""),
+        stage_parts_s={"nightly embedding flow": dict(state.nightly.get("phases_s") or {})},
+        cohort={"kind": synth.get("kind"), "rung": synth.get("rung"), "line": state.cohort_line,
                 "survival_seed": synth.get("survival_seed"), "ceiling_point": synth.get("ceiling_c_index")},
-        crossfit=ctx.state.get("crossfit"),
+        crossfit=state.crossfit,
         alignment=alignment_audit(ctx) if ctx.real_faces else None,
         extra={"generator_is_random_init": bool(synth.get("generator_is_random_init",
                                                             ctx.params.generator.checkpoint is None)),
@@ -396,7 +391,7 @@ def alignment_audit(ctx: DemoContext) -> dict[str, Any] | None:
     from flows.embedding_steps import read_manifest
 
     manifest = read_manifest(ctx.ws)
-    path = _truth(ctx, "faces.parquet")
+    path = ctx.truth_dir / "faces.parquet"
     if manifest is None or not path.exists():
         return None
     faces = pd.read_parquet(path, columns=["photo_id", "photo_sex", "race_group"])
@@ -417,15 +412,10 @@ def audit_by_group(frame: Any, columns: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
-def _latest_table1(ctx: DemoContext) -> Any:
-    """The train-and-promote flow's evaluation (artifacts/training/metrics.json) as a table."""
-    import pandas as pd
-
+def _registry_metrics(ctx: DemoContext) -> dict[str, dict[str, Any]]:
+    """The train-and-promote flow's evaluation per model (artifacts/training/metrics.json)."""
     path = ctx.ws.artifacts_dir / "training" / "metrics.json"
-    if not path.exists():
-        return None
-    models = json.loads(path.read_text()).get("models", {})
-    return pd.DataFrame([{"model": name, **values} for name, values in models.items()])
+    return json.loads(path.read_text()).get("models", {}) if path.exists() else {}
 
 
 def _perceptual_stand_in(ctx: DemoContext) -> bool:
@@ -436,8 +426,7 @@ def _perceptual_stand_in(ctx: DemoContext) -> bool:
 
 def asset_statements(ctx: DemoContext) -> list[tuple[str, str]]:
     p = ctx.params
-    synth = ctx.state.get("synth", {})
-    gen = synth.get("generator") or {}
+    gen = ctx.state.synth.get("generator") or {}
     out = []
     if gen.get("is_random_init", p.generator.checkpoint is None):
         out.append(("Generator", "random-init stand-in StyleGAN2 (seed "
@@ -450,7 +439,6 @@ def asset_statements(ctx: DemoContext) -> list[tuple[str, str]]:
         out.append(("Projection loss", f"pixel MSE in {p.projection.space}, {p.projection.steps} steps at learning "
                     f"rate {p.projection.learning_rate:g}, latent noise {p.projection.initial_noise_factor:g}: the "
                     "perceptual network is not used at the demo's resolution."))
-    if p.projection.loss == "mse":
         out.append(("Perceptual network", "none used: the projection loss is pixel MSE."))
     elif p.perceptual.network == "vgg16":
         out.append(("Perceptual network", f"ImageNet VGG-16 from {p.perceptual.vgg16_path}"))
@@ -470,9 +458,10 @@ def asset_statements(ctx: DemoContext) -> list[tuple[str, str]]:
 
 
 def contract_rows(ws: Workspace) -> list[dict[str, Any]]:
-    """One row per data-contract run found in the workspace (results.json files)."""
-    rows = []
-    for path in sorted((ws.artifacts_dir).rglob("results.json")):
+    """One row per data contract, summed over its runs found in the workspace (results.json
+    files): the latents contract runs once per projection batch."""
+    merged: dict[str, dict[str, Any]] = {}
+    for path in sorted(ws.artifacts_dir.rglob("results.json")):
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError):
@@ -480,16 +469,12 @@ def contract_rows(ws: Workspace) -> list[dict[str, Any]]:
         summary = data.get("summary", data)
         if not isinstance(summary, dict) or "rows" not in summary:
             continue
-        rows.append({"name": summary.get("kind") or path.parent.parent.name, "rows": summary.get("rows", 0),
-                     "valid": summary.get("rows", 0) - summary.get("failing", 0),
-                     "quarantined": summary.get("failing", 0), "passed": bool(summary.get("passed"))})
-    # one line per contract: the latents contract runs once per projection batch
-    merged: dict[str, dict[str, Any]] = {}
-    for r in rows:
-        m = merged.setdefault(r["name"], {"name": r["name"], "rows": 0, "valid": 0, "quarantined": 0, "passed": True})
-        for k in ("rows", "valid", "quarantined"):
-            m[k] += int(r[k] or 0)
-        m["passed"] = m["passed"] and r["passed"]
+        name = summary.get("kind") or path.parent.parent.name
+        m = merged.setdefault(name, {"name": name, "rows": 0, "valid": 0, "quarantined": 0, "passed": True})
+        rows, failing = summary.get("rows", 0), summary.get("failing", 0)
+        for k, v in (("rows", rows), ("valid", rows - failing), ("quarantined", failing)):
+            m[k] += int(v or 0)
+        m["passed"] = m["passed"] and bool(summary.get("passed"))
     return list(merged.values())
 
 
@@ -519,8 +504,6 @@ def run_demo(out: Path, *, params_overrides: dict[str, dict[str, Any]], log: Cal
     run (later stages depend on it) and is reported as failed; the report is still written
     with what was found.
     """
-    from ground.config import with_overrides
-
     ws = Workspace.create(out)
     params = with_overrides(ws.load_params(), **params_overrides)
     faces_dir, first_line = choose_faces(ws, params, rendered=rendered)
@@ -532,10 +515,8 @@ def run_demo(out: Path, *, params_overrides: dict[str, dict[str, Any]], log: Cal
             params = with_overrides(params, synth={"patients": short[0]}, demo={"patients": short[0]})
             log(f"{short[1]}; using {short[0]} patients (pass --patients to choose)")
     _write_effective_params(ws, params)
-    ctx = DemoContext(ws=ws, params=params, log=log, faces_dir=faces_dir)
-    ctx.state["cohort_line"] = first_line
-    results: list[StageResult] = []
-    ctx.state["results"] = results
+    ctx = DemoContext(ws=ws, params=params, log=log, faces_dir=faces_dir, state=DemoState(cohort_line=first_line))
+    results = ctx.state.results
     failed = False
     for name, fn in STAGES:
         if failed and name != "report":
@@ -543,19 +524,18 @@ def run_demo(out: Path, *, params_overrides: dict[str, dict[str, Any]], log: Cal
             continue
         t0 = time.perf_counter()
         try:
-            detail = fn(ctx)
-            results.append(StageResult(name, "done", time.perf_counter() - t0, detail))
+            status, detail = "done", fn(ctx)
         except NotAvailableError as exc:
-            results.append(StageResult(name, "not available", time.perf_counter() - t0, str(exc)))
+            status, detail = "not available", str(exc)
         except NotApplicable as exc:
-            results.append(StageResult(name, "skipped", time.perf_counter() - t0, str(exc)))
+            status, detail = "skipped", str(exc)
         except FacesurvError as exc:
-            failed = True
-            results.append(StageResult(name, "failed", time.perf_counter() - t0, str(exc)))
+            status, detail = "failed", str(exc)
         except Exception as exc:  # noqa: BLE001 - reported as this stage's failure; the report still gets written
-            failed = True
             first = str(exc).splitlines()[0] if str(exc) else ""
-            results.append(StageResult(name, "failed", time.perf_counter() - t0, f"{type(exc).__name__}: {first}"))
+            status, detail = "failed", f"{type(exc).__name__}: {first}"
+        results.append(StageResult(name, status, time.perf_counter() - t0, detail))
+        failed = failed or status == "failed"
         log(f"[{name}] {results[-1].status} ({results[-1].seconds:.1f}s) {results[-1].detail}")
     return results
 

@@ -1,22 +1,27 @@
-"""Project many photo files in batches, resumably: a crash loses at most the batch in flight.
+"""The one projection driver: photo files -> latents, batch by batch, in resumable shards.
 
-Every finished batch is written at once as one shard (``.npz``, temp file + rename) under
-`shard_dir`. A shard's name and content carry a run key: the sha256 of the generator's
-sha256, the perceptual network's sha256 and the projection settings. On a rerun with the
-same key, every photo whose content hash is already in a shard is taken from there and
-only the rest are projected. Reuse is by photo (not by batch), which is sound because a
-photo's result does not depend on its batch mates: its RNG stream is keyed by its content
-hash, and `project` pads batches so their arithmetic is batch-invariant.
+`facesurv project`, the nightly flow (one task per batch, on Dask when asked) and the benchmarks
+all project through here. A `Projection` is everything that decides a photo's latent: the
+generator, the perceptual network when one is given, and the settings. Its `key`, the sha256 of
+the generator's sha256, the perceptual network's sha256 and resize, and every setting, names its
+shards: each finished batch is written at once as `shard-<key16>-<batch16>.npz` (temp file +
+rename) with the photos' ids, hashes and results, and the run's provenance in its metadata
+(features.latents reads a shard as the one latent table). A photo whose hash is in a shard of
+the key is done and never projected again, so a killed run redoes at most the batch in flight.
+Reuse is by photo (not by batch), which is sound because a photo's result does not depend on its
+batch mates: its RNG stream is keyed by its hash, and `project` pads batches so their arithmetic
+is batch-invariant.
 
 Photos that cannot be read or decoded are returned as failures with the reason; they never
 vanish, and they never take the rest of their batch down with them. Only plain files inside a
 photo's folder are opened: a link, hard link, FIFO, device or socket is a failure, unread.
 
-Standard library, numpy, Pillow and torch only (no pyarrow here: the CLI writes tables).
+Standard library, numpy, Pillow and torch only: a GPU box runs it without the data stack.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -35,18 +40,21 @@ from embedding.fileio import (
     write_bytes_atomic,
 )
 
-SHARD_FORMAT = 1
-_SHARD_FIELDS = ("latents", "w", "perceptual_loss", "mse", "initial_loss", "final_loss", "initial_mse",
-                 "initial_perceptual_loss")
+SHARD_FORMAT = 2
+LOSS_FIELDS = ("perceptual_loss", "mse", "initial_loss", "final_loss", "initial_mse", "initial_perceptual_loss")
 
 
 @dataclass(frozen=True)
 class PhotoInput:
-    """root: the input folder `path` must be a plain file inside (default: the file's own folder)."""
+    """root: the folder `path` must be a plain file inside (default: the file's own folder).
+    sha256: the photo's identity, which seeds its projection and finds it in shards; default the
+    file's content hash (the nightly flow gives an aligned photo its source photo's, as photo
+    scoring does, so both give it the same latent)."""
 
     photo_id: str
     path: str
     root: str | None = None
+    sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -74,22 +82,90 @@ class PhotoFailure:
 
 
 @dataclass
+class Projection:
+    """What decides a photo's latent. generator_info: GeneratorInfo (sha256, is_random_init, source,
+    description); perceptual_info: PerceptualInfo, required with a perceptual network. settings:
+    keyword options of `embedding.projection.project` (space, steps, loss, ...). stats: the
+    generator's latent statistics, drawn on first use when None. project_fn: `project` unless a
+    test or a crash test puts something around it."""
+
+    G: Any
+    generator_info: Any
+    settings: Mapping[str, Any]
+    seed: int
+    perceptual: Any = None
+    perceptual_info: Any = None
+    device: str = "cpu"
+    mixed_precision: bool = False
+    stats: Any = None
+    project_fn: Callable[..., Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.perceptual is not None and self.perceptual_info is None:
+            raise ValueError("a perceptual network needs its PerceptualInfo: its sha256 keys the shards")
+        if "perceptual" in str(self.settings.get("loss", "mse")) and self.perceptual is None:
+            raise ValueError(f"loss {self.settings['loss']!r} needs a perceptual network; pass one or use loss 'mse'")
+
+    @classmethod
+    def configured(cls, options: Any, generator: tuple[Any, Any], perceptual: tuple[Any, Any] = (None, None),
+                   **kw: Any) -> Projection:
+        """From params.projection (project_options(), seed, mixed_precision) and (model, info) pairs."""
+        return cls(generator[0], generator[1], options.project_options(), options.seed, *perceptual,
+                   mixed_precision=options.mixed_precision, **kw)
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        """Where the latents come from, as JSON: written into every shard, read into every table."""
+        g, p = self.generator_info, self.perceptual_info
+        return {
+            "format": SHARD_FORMAT,
+            "generator": {k: getattr(g, k) for k in ("sha256", "is_random_init", "source", "description")},
+            "perceptual": None if p is None else {k: getattr(p, k) for k in
+                                                  ("network", "sha256", "is_stand_in", "resize", "source", "description")},
+            "settings": {**self.settings, "seed": self.seed, "mixed_precision": self.mixed_precision,
+                         "resolution": self.G.img_resolution},
+        }
+
+    @property
+    def key(self) -> str:
+        """sha256 of everything that changes a photo's result (the device excepted: same algorithm)."""
+        prov = self.provenance
+        perceptual = prov["perceptual"] and {k: prov["perceptual"][k] for k in ("network", "sha256", "resize")}
+        blob = json.dumps({"format": SHARD_FORMAT, "generator": prov["generator"]["sha256"], "perceptual": perceptual,
+                           "settings": prov["settings"]}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def statistics(self) -> Any:
+        if self.stats is None:
+            from embedding.projection import latent_statistics
+
+            self.stats = latent_statistics(self.G, samples=int(self.settings.get("w_avg_samples", 10000)),
+                                           device=self.device)
+        return self.stats
+
+
+@dataclass
+class Plan:
+    """done: photo hash -> its stored result; batches: the other photos, one per content, hashed,
+    sorted by hash; failures: photos that cannot be read; hashes: photo_id -> hash."""
+
+    done: dict[str, ProjectedPhoto]
+    batches: list[list[PhotoInput]]
+    failures: list[PhotoFailure]
+    hashes: dict[str, str]
+
+
+@dataclass
 class BatchRun:
     """Results in input order (failed photos left out) and every failure, with counts."""
 
     run_key: str
+    provenance: dict[str, Any]
     results: list[ProjectedPhoto] = field(default_factory=list)
     failures: list[PhotoFailure] = field(default_factory=list)
     projected: int = 0
     reused: int = 0
     shards_written: list[str] = field(default_factory=list)
-
-
-def run_key(*, generator_sha256: str, perceptual_sha256: str | None, settings: Mapping[str, object]) -> str:
-    """sha256 of everything that changes a photo's result (device excepted: same algorithm)."""
-    blob = json.dumps({"format": SHARD_FORMAT, "generator": generator_sha256, "perceptual": perceptual_sha256,
-                       "settings": dict(settings)}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def load_photo(path: str | os.PathLike, *, resolution: int, root: str | os.PathLike | None = None) -> np.ndarray:
@@ -125,8 +201,8 @@ def generator_input(image: Any, *, resolution: int) -> np.ndarray:
     """A square aligned RGB photo -> (3, resolution, resolution) float32 in [-1, 1].
 
     image: a PIL RGB image or an (S, S, 3) uint8 array. Lanczos resize when the size differs.
-    The one preprocessing of every projected photo: the batch driver, the nightly flow and
-    photo scoring all call it, so an uploaded photo gets the latent the flow would give it.
+    The one preprocessing of every projected photo: the batch driver and photo scoring both
+    call it, so an uploaded photo gets the latent the flow would give it.
     """
     from PIL import Image
 
@@ -140,151 +216,136 @@ def generator_input(image: Any, *, resolution: int) -> np.ndarray:
     return arr / 127.5 - 1.0
 
 
-def _write_shard(path: Path, arrays: Mapping[str, np.ndarray], meta: Mapping[str, object]) -> None:
-    buf = io.BytesIO()
-    # the array names are result fields, never savez's allow_pickle; numpy's stub cannot know that
-    np.savez(buf, meta=np.array(json.dumps(dict(meta))), **arrays)  # type: ignore[arg-type]
-    write_bytes_atomic(path, buf.getvalue())
+def shard_paths(shard_dir: str | os.PathLike, key: str) -> list[Path]:
+    """The shards of a run key in `shard_dir`, by name."""
+    return sorted(Path(shard_dir).glob(f"shard-{key[:16]}-*.npz"))
 
 
-def _read_shards(shard_dir: Path, key: str, warn: Callable[[str], None]) -> dict[str, dict[str, Any]]:
-    """photo sha256 -> stored row (field -> numpy array or scalar), from every readable shard of this run key."""
-    found: dict[str, dict[str, Any]] = {}
-    for path in sorted(shard_dir.glob(f"shard-{key[:16]}-*.npz")):
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                meta = json.loads(str(data["meta"]))
-                if meta.get("run_key") != key:
-                    continue
-                arrays = {name: data[name] for name in _SHARD_FIELDS}
-                hashes = [str(h) for h in data["photo_sha256"]]
-        except Exception as exc:  # noqa: BLE001 - a damaged shard is recomputed, never trusted
-            warn(f"ignoring unreadable shard {path.name}: {type(exc).__name__}: {exc}")
-            continue
-        for i, h in enumerate(hashes):
-            found[h] = {name: arrays[name][i] for name in _SHARD_FIELDS}
-    return found
+def read_shard(path: str | os.PathLike) -> tuple[dict[str, Any], list[ProjectedPhoto]]:
+    """(metadata: the provenance and run_key, one result per photo) of a shard."""
+    with np.load(path, allow_pickle=False) as data:
+        meta = json.loads(str(data["meta"]))
+        cols = {name: data[name] for name in data.files if name != "meta"}
+    rows = [ProjectedPhoto(photo_id=str(pid), photo_sha256=str(sha), latent=cols["latent"][i].astype(np.float32),
+                           w=cols["w"][i].astype(np.float32), **{f: float(cols[f][i]) for f in LOSS_FIELDS},
+                           reused=True)
+            for i, (pid, sha) in enumerate(zip(cols["photo_id"], cols["photo_sha256"], strict=True))]
+    return meta, rows
 
 
-def project_photos(
-    G,
-    photos: Sequence[PhotoInput],
-    *,
-    shard_dir: str | os.PathLike,
-    generator_sha256: str,
-    settings: Mapping[str, Any],
-    batch_size: int,
-    seed: int,
-    perceptual=None,
-    perceptual_sha256: str | None = None,
-    device: str = "cpu",
-    mixed_precision: bool = False,
-    progress: Callable[[int, int], None] | None = None,
-    warn: Callable[[str], None] | None = None,
-    project_fn: Callable | None = None,
-) -> BatchRun:
-    """Project photo files with `embedding.projection.project`, batch by batch, with resumable shards.
+def plan(projection: Projection, photos: Sequence[PhotoInput], *, shard_dir: str | os.PathLike, batch_size: int,
+         warn: Callable[[str], None] | None = None) -> Plan:
+    """What is done (in shards of the projection's key) and what is left, in batches.
 
-    Args:
-        G: generator on `device`.
-        photos: (photo_id, path) pairs; photo_ids must be unique.
-        shard_dir: where result shards live (created if missing).
-        generator_sha256, perceptual_sha256: identities that key the shards.
-        settings: keyword options for `project` (space, steps, learning_rate, loss, ...);
-            all of them key the shards.
-        batch_size: photos per `project` call.
-        seed: run seed; photo p gets stable_seed(seed, sha256(p)).
-        perceptual: PerceptualDistance or None (see `project`).
-        progress: called as progress(photos_done, photos_total) after each batch (and once
-            at the start with the photos reused from shards).
-        warn: receives one-line warnings (damaged shards); default: ignored.
-        project_fn: the projection function (tests inject a failing one to simulate a crash).
-
-    Returns:
-        BatchRun: results in input order, failures with reasons, counts, shards written.
+    Raises:
+        ValueError: batch_size below 1, or a photo_id given twice.
     """
-    from embedding.projection import latent_statistics, project, stable_seed
-
-    project_fn = project_fn or project
-    warn = warn or (lambda msg: None)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     ids = [p.photo_id for p in photos]
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1})[:3]
         raise ValueError(f"photo_id values must be unique; repeated: {', '.join(dup)}")
-    shard_dir = Path(shard_dir)
-    shard_dir.mkdir(parents=True, exist_ok=True)
-    key = run_key(generator_sha256=generator_sha256, perceptual_sha256=perceptual_sha256,
-                  settings={**settings, "seed": seed, "mixed_precision": mixed_precision,
-                            "resolution": G.img_resolution})
-    run = BatchRun(run_key=key)
-
-    hashes: dict[str, str] = {}
+    todo = Plan({}, [], [], {})
     for p in photos:
         try:
-            hashes[p.photo_id] = sha256_regular_file(p.path, root=p.root)
+            todo.hashes[p.photo_id] = p.sha256 or sha256_regular_file(p.path, root=p.root)
         except OSError as exc:
-            run.failures.append(PhotoFailure(p.photo_id, p.path, f"cannot read file: {exc.strerror or exc}"))
-    done = _read_shards(shard_dir, key, warn)
-    pending_by_hash: dict[str, PhotoInput] = {}
-    for p in photos:
-        h = hashes.get(p.photo_id)
-        if h is not None and h not in done and h not in pending_by_hash:
-            pending_by_hash[h] = p
-    total = len(hashes)
-    n_done = sum(1 for p in photos if hashes.get(p.photo_id) in done)
-    run.reused = n_done
-    if progress is not None:
-        progress(n_done, total)
-
-    pending = list(pending_by_hash.items())
-    failed_hashes: set[str] = set()
-    # w_avg and friends depend only on G: drawn once per run, not once per batch
-    stats = latent_statistics(G, samples=int(settings.get("w_avg_samples", 10000)),
-                              device=device) if pending else None
-    for start in range(0, len(pending), batch_size):
-        chunk = pending[start:start + batch_size]
-        images, good = [], []
-        for h, p in chunk:
-            try:
-                images.append(load_photo(p.path, resolution=G.img_resolution, root=p.root))
-                good.append(h)
-            except ValueError as exc:
-                failed_hashes.add(h)
-                run.failures.append(PhotoFailure(p.photo_id, p.path, str(exc)))
-        if good:
-            res = project_fn(G, np.stack(images), seed=[stable_seed(seed, h) for h in good], perceptual=perceptual,
-                             device=device, mixed_precision=mixed_precision, stats=stats, **settings)
-            arrays = {name: np.asarray(getattr(res, name)) for name in _SHARD_FIELDS}
-            batch_id = hashlib.sha256("".join(sorted(good)).encode()).hexdigest()[:16]
-            path = shard_dir / f"shard-{key[:16]}-{batch_id}.npz"
-            _write_shard(path, {**arrays, "photo_sha256": np.array(good)},
-                         {"run_key": key, "format": SHARD_FORMAT, "settings": dict(settings), "seed": seed,
-                          "generator_sha256": generator_sha256, "perceptual_sha256": perceptual_sha256})
-            run.shards_written.append(path.name)
-            for i, h in enumerate(good):
-                done[h] = {name: arrays[name][i] for name in _SHARD_FIELDS}
-            run.projected += len(good)
-        if progress is not None:
-            n_done = sum(1 for p in photos if hashes.get(p.photo_id) in done or hashes.get(p.photo_id) in failed_hashes)
-            progress(n_done, total)
-
-    fresh = set(h for h, _ in pending)
-    for p in photos:
-        h = hashes.get(p.photo_id)
-        if h is None or h not in done:
-            if h is not None and h in failed_hashes and pending_by_hash[h].photo_id != p.photo_id:
-                # same bytes as a photo that failed to decode: same failure, reported under this id too
-                run.failures.append(PhotoFailure(p.photo_id, p.path, "same content as "
-                                                 f"{pending_by_hash[h].photo_id}, which could not be decoded"))
+            todo.failures.append(PhotoFailure(p.photo_id, p.path, f"cannot read file: {exc.strerror or exc}"))
+    key = projection.key
+    for path in shard_paths(shard_dir, key):
+        try:
+            meta, rows = read_shard(path)
+        except Exception as exc:  # noqa: BLE001 - a damaged shard is recomputed, never trusted
+            (warn or (lambda msg: None))(f"ignoring unreadable shard {path.name}: {type(exc).__name__}: {exc}")
             continue
-        row = done[h]
-        run.results.append(ProjectedPhoto(
-            photo_id=p.photo_id, photo_sha256=h,
-            latent=np.asarray(row["latents"], dtype=np.float32), w=np.asarray(row["w"], dtype=np.float32),
-            perceptual_loss=float(row["perceptual_loss"]), mse=float(row["mse"]),
-            initial_loss=float(row["initial_loss"]), final_loss=float(row["final_loss"]),
-            initial_mse=float(row["initial_mse"]), initial_perceptual_loss=float(row["initial_perceptual_loss"]),
-            reused=h not in fresh))
+        if meta.get("run_key") == key:
+            todo.done.update((r.photo_sha256, r) for r in rows)
+    pending: dict[str, PhotoInput] = {}
+    for p in photos:
+        h = todo.hashes.get(p.photo_id)
+        if h is not None and h not in todo.done and h not in pending:  # same bytes under two names: once
+            pending[h] = dataclasses.replace(p, sha256=h)
+    todo_list = [pending[h] for h in sorted(pending)]
+    todo.batches = [todo_list[i:i + batch_size] for i in range(0, len(todo_list), batch_size)]
+    return todo
+
+
+def project_batch(projection: Projection, batch: Sequence[PhotoInput], *,
+                  shard_dir: str | os.PathLike) -> tuple[Path | None, list[PhotoFailure]]:
+    """Project one planned batch (photos with their sha256) and write its shard; returns the shard
+    (None when no photo could be decoded) and the photos that could not be."""
+    from embedding.projection import project, stable_seed
+
+    images, good, failures = [], [], []
+    for p in batch:
+        try:
+            images.append(load_photo(p.path, resolution=projection.G.img_resolution, root=p.root))
+            good.append(p)
+        except ValueError as exc:
+            failures.append(PhotoFailure(p.photo_id, p.path, str(exc)))
+    if not good:
+        return None, failures
+    hashes = [str(p.sha256) for p in good]
+    res = (projection.project_fn or project)(
+        projection.G, np.stack(images), seed=[stable_seed(projection.seed, h) for h in hashes],
+        perceptual=projection.perceptual, device=projection.device, mixed_precision=projection.mixed_precision,
+        stats=projection.statistics(), **projection.settings)
+    key = projection.key
+    arrays = {"photo_id": np.array([p.photo_id for p in good]), "photo_sha256": np.array(hashes),
+              "latent": np.asarray(res.latents), "w": np.asarray(res.w),
+              **{f: np.asarray(getattr(res, f)) for f in LOSS_FIELDS}}
+    path = Path(shard_dir) / f"shard-{key[:16]}-{hashlib.sha256(''.join(sorted(hashes)).encode()).hexdigest()[:16]}.npz"
+    buf = io.BytesIO()
+    # the array names are result fields, never savez's allow_pickle; numpy's stub cannot know that
+    np.savez(buf, meta=np.array(json.dumps({**projection.provenance, "run_key": key}, default=str)),
+             **arrays)  # type: ignore[arg-type]
+    write_bytes_atomic(path, buf.getvalue())
+    return path, failures
+
+
+def project_photos(projection: Projection, photos: Sequence[PhotoInput], *, shard_dir: str | os.PathLike,
+                   batch_size: int, progress: Callable[[int, int], None] | None = None,
+                   warn: Callable[[str], None] | None = None) -> BatchRun:
+    """Project photo files batch by batch, reusing every photo already in a shard of this run.
+
+    Args:
+        photos: photo_ids must be unique.
+        shard_dir: where the shards live (created if missing).
+        progress: progress(photos_done, photos_total), at the start (photos reused) and after each batch.
+        warn: receives one-line warnings (damaged shards); default: ignored.
+
+    Returns:
+        BatchRun: results in input order, failures with reasons, counts, shards written.
+    """
+    todo = plan(projection, photos, shard_dir=shard_dir, batch_size=batch_size, warn=warn)
+    run = BatchRun(run_key=projection.key, provenance={**projection.provenance, "run_key": projection.key},
+                   failures=list(todo.failures))
+    done, failed = todo.done, set[str]()
+
+    def report() -> None:
+        if progress is not None:
+            progress(sum(todo.hashes[i] in done or todo.hashes[i] in failed for i in todo.hashes), len(todo.hashes))
+
+    run.reused = sum(h in done for h in todo.hashes.values())
+    report()
+    first_of = {p.sha256: p.photo_id for batch in todo.batches for p in batch}
+    for batch in todo.batches:
+        path, failures = project_batch(projection, batch, shard_dir=shard_dir)
+        run.failures += failures
+        failed.update(todo.hashes[f.photo_id] for f in failures)
+        if path is not None:
+            fresh = read_shard(path)[1]
+            done.update((r.photo_sha256, dataclasses.replace(r, reused=False)) for r in fresh)
+            run.shards_written.append(path.name)
+            run.projected += len(fresh)
+        report()
+    for p in photos:
+        h = todo.hashes.get(p.photo_id)
+        if h in done:
+            run.results.append(dataclasses.replace(done[h], photo_id=p.photo_id))
+        elif h in failed and first_of[h] != p.photo_id:
+            # same bytes as a photo that failed to decode: same failure, reported under this id too
+            run.failures.append(PhotoFailure(p.photo_id, p.path, f"same content as {first_of[h]}, which could not "
+                                                                  "be decoded"))
     return run

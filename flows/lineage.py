@@ -23,7 +23,6 @@ import datetime as dt
 import json
 import os
 import socket
-import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -31,23 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ground.atomic import atomic_path
-
-CODE_ROOT = Path(__file__).resolve().parent.parent
-
-
-def code_version(root: Path = CODE_ROOT) -> str:
-    """The git commit of the code checkout, '+dirty' if it has uncommitted changes."""
-    def git(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30)
-
-    try:
-        head = git("rev-parse", "HEAD")
-        if head.returncode != 0:
-            return "unknown"
-        dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return head.stdout.strip() + ("+dirty" if dirty else "")
+from ground.workspace import code_version
 
 
 def now() -> str:

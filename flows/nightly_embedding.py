@@ -1,13 +1,14 @@
 """The nightly embedding flow: new photos and clinical records in, features out.
 
     inbox -> data repository (dvc add, git commit, dvc push) -> clinical contract
-      -> align new photos -> project photos with no latent for this generator (batches,
+      -> align new photos -> project photos with no latent for this run key (batches,
       optionally on Dask) -> latent contract -> write features -> materialise -> lineage
 
-Each task calls one step of flows/steps.py (one library call); only the I/O tasks retry.
-Outputs are keyed by content hash, so a run killed anywhere is resumed by running it
-again: finished alignment and projection batches are found and skipped, and the feature
-store's writes are idempotent. A lock keeps two runs off the same data repository.
+The tasks are the library functions themselves, or the small steps of flows/steps.py and
+flows/embedding_steps.py where a call needs the workspace's paths; only I/O tasks retry
+(flows.runtime.IO_RETRY). Outputs are keyed by content hash, so a run killed anywhere is resumed
+by running it again: finished alignments and projection shards are found and reused, and the
+feature store's writes are idempotent. A lock keeps two runs off the same data repository.
 """
 
 from __future__ import annotations
@@ -16,99 +17,31 @@ import time
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow
 
-from features.inbox import InboxBatch
-from features.versioning import VersionRecord
+from embedding.project_batch import PhotoFailure
+from features import inbox, store, versioning
 from flows import embedding_steps, steps
 from flows.faults import checkpoint
+from flows.runtime import as_task
 from ground.config import Params
 from ground.workspace import Workspace
 
-# Only tasks that touch the file system or a remote retry; computations would fail the same way again.
-IO_RETRIES, IO_RETRY_DELAY_S = 2, 2
 FLOW_NAME = "nightly-embedding"
 
 
-@task(name="scan-inbox", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAY_S, cache_policy=NO_CACHE)
-def scan_inbox(ws: Workspace, params: Params) -> InboxBatch:
-    return steps.scan(ws, params)
-
-
-@task(name="prepare-data-repo", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAY_S, cache_policy=NO_CACHE)
-def prepare_data_repo(ws: Workspace, params: Params) -> Path:
-    return steps.prepare_repo(ws, params)
-
-
-@task(name="ingest", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAY_S, cache_policy=NO_CACHE)
-def ingest(ws: Workspace, batch: InboxBatch) -> dict[str, list[str]]:
-    return steps.ingest(ws, batch)
-
-
-@task(name="version-inputs", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAY_S, cache_policy=NO_CACHE)
-def version_inputs(ws: Workspace, message: str) -> VersionRecord | None:
-    return steps.version(ws, message=message)
-
-
-@task(name="validate-clinical", cache_policy=NO_CACHE)
-def validate_clinical(ws: Workspace, params: Params, path: Path) -> Path:
-    return steps.validate_file(ws, params, "clinical", path)
-
-
-@task(name="align-photo", cache_policy=NO_CACHE)
-def align_photo(ws: Workspace, params: Params, source: Path) -> dict[str, Any]:
-    return embedding_steps.align_one(ws, params, source)
-
-
-@task(name="write-manifest", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAY_S, cache_policy=NO_CACHE)
-def write_manifest(ws: Workspace, rows: list[dict[str, Any]]) -> Path:
-    return embedding_steps.write_manifest(ws, rows)
-
-
-@task(name="validate-manifest", cache_policy=NO_CACHE)
-def validate_manifest(ws: Workspace, params: Params, path: Path) -> Path:
-    return steps.validate_file(ws, params, "manifest", path)
-
-
-@task(name="project-batch", cache_policy=NO_CACHE)
-def project_batch(ws: Workspace, params: Params, items: list[dict[str, Any]]) -> Path:
-    return embedding_steps.project_batch(ws, params, items)
-
-
-@task(name="validate-latents", cache_policy=NO_CACHE)
-def validate_latents(ws: Workspace, params: Params, path: Path) -> Path:
-    return steps.validate_file(ws, params, "latents", path)
-
-
-@task(name="write-clinical-features", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAY_S, cache_policy=NO_CACHE)
-def write_clinical_features(ws: Workspace, params: Params, valid: list[Path]) -> int:
-    return steps.write_clinical(ws, params, valid)
-
-
-@task(name="join-latent-rows", cache_policy=NO_CACHE)
-def join_latent_rows(ws: Workspace, params: Params, valid_clinical: list[Path], valid_latents: list[Path]) -> Any:
-    return embedding_steps.join_latent_rows(ws, params, valid_clinical, valid_latents)
-
-
-@task(name="write-latent-features", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAY_S, cache_policy=NO_CACHE)
-def write_latent_features(ws: Workspace, params: Params, rows: Any) -> int:
-    return embedding_steps.write_latents(ws, params, rows)
-
-
-@task(name="apply-feature-repo", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAY_S, cache_policy=NO_CACHE)
-def apply_feature_repo(ws: Workspace, params: Params) -> None:
-    steps.apply_features(ws, params)
-
-
-@task(name="materialize", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAY_S, cache_policy=NO_CACHE)
-def materialize(ws: Workspace, params: Params) -> dict[str, int]:
-    return steps.materialize(ws, params)
-
-
-@task(name="mark-inbox-done", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAY_S, cache_policy=NO_CACHE)
-def mark_inbox_done(ws: Workspace, batch: InboxBatch) -> int:
-    return steps.mark_done(ws, batch)
+scan_inbox = as_task(inbox.scan_inbox, "scan-inbox", io=True)
+prepare_data_repo = as_task(versioning.init_data_repo, "prepare-data-repo", io=True)
+ingest = as_task(inbox.ingest, "ingest", io=True)
+version_inputs = as_task(versioning.version_inputs, "version-inputs", io=True)
+validate = as_task(steps.validate_file, "validate", task_run_name="validate-{kind}")
+align_photos = as_task(embedding_steps.align_photos, "align-photos")
+project_batch = as_task(embedding_steps.project_batch, "project-batch")
+apply_feature_repo = as_task(store.apply_repo, "apply-feature-repo", io=True)
+write_clinical = as_task(store.write_clinical, "write-clinical-features", io=True)
+write_latent_features = as_task(embedding_steps.write_latent_features, "write-latent-features", io=True)
+materialize = as_task(store.materialize, "materialize", io=True)
+mark_inbox_done = as_task(inbox.mark_done, "mark-inbox-done", io=True)
 
 
 def task_runner_for(params: Params, *, dask_workers: int | None = None) -> Any:
@@ -126,25 +59,30 @@ def task_runner_for(params: Params, *, dask_workers: int | None = None) -> Any:
 
 
 @flow(name="project-batches", validate_parameters=False)
-def project_batches(ws: Workspace, params: Params, batches: list[list[dict[str, Any]]]) -> list[Path]:
+def project_batches(ws: Workspace, params: Params, batches: list[list[Any]]) -> tuple[list[Path], list[PhotoFailure]]:
     """Project every batch; with a Dask task runner the batches run on the cluster's workers."""
     futures = [project_batch.submit(ws, params, b) for b in batches]
-    paths = []
+    paths, failures = [], []
     for i, fut in enumerate(futures):
-        paths.append(fut.result())
+        path, failed = fut.result()
+        paths += [path] if path is not None else []
+        failures += failed
         checkpoint("project:batch-done")
         if i == 0:
             checkpoint("project:first-batch-done")
-    return paths
+    return paths, failures
 
 
-def run_projection(ws: Workspace, params: Params, *, dask_workers: int | None = None) -> list[Path]:
-    """Project what has no latent yet for the current generator, in deterministic batches."""
-    batches = embedding_steps.pending_batches(ws, params)
-    if not batches:
-        return []
+def run_projection(ws: Workspace, params: Params, *,
+                   dask_workers: int | None = None) -> tuple[list[Path], list[PhotoFailure]]:
+    """Project what has no latent yet for this run key; returns the shards written and the photos
+    that could not be read or decoded (pending again next run, until they are fixed)."""
+    todo = embedding_steps.pending_batches(ws, params)
+    if not todo.batches:
+        return [], todo.failures
     runner = task_runner_for(params, dask_workers=dask_workers)
-    return project_batches.with_options(task_runner=runner)(ws, params, batches)
+    paths, failures = project_batches.with_options(task_runner=runner)(ws, params, todo.batches)
+    return paths, todo.failures + failures
 
 
 @flow(name=FLOW_NAME, log_prints=True)
@@ -156,6 +94,7 @@ def nightly_embedding(workspace: str, dask_workers: int | None = None) -> dict[s
 
     ws = Workspace.resolve(workspace)
     params = ws.load_params()
+    state, repo = steps.Layout(ws).inbox_state, ws.feature_repo_dir
     with run_context(ws, params, FLOW_NAME) as record, \
             data_repo_lock(ws.data_dir, timeout_s=params.flows.lock_timeout_s, what=f"{FLOW_NAME} run {record.flow_run_id}"):
         checkpoint("lock:acquired")
@@ -168,61 +107,61 @@ def nightly_embedding(workspace: str, dask_workers: int | None = None) -> dict[s
             phases[name] = round(phases.get(name, 0.0) + now - mark[0], 2)
             mark[0] = now
 
-        batch = scan_inbox(ws, params)
+        batch = scan_inbox(inbox.inbox_dir(ws.root, params.flows.inbox), state_path=state)
         for rejected in batch.rejected:  # links, FIFOs, ...: never read, reported on every run until fixed
             print(f"warning: inbox entry quarantined, not read: {rejected}")
-        prepare_data_repo(ws, params)
-        written = ingest(ws, batch)
+        prepare_data_repo(ws.data_dir, remote_url=versioning.remote_url_for(params.flows.dvc_remote, ws.root),
+                          endpoint_url=params.flows.dvc_endpoint_url)
+        written = ingest(batch, ws.data_dir)
         checkpoint("inbox:ingested")
-        ver = version_inputs(ws, f"nightly-embedding: {len(batch.photos) + len(batch.prealigned)} photo(s), "
-                                 f"{len(batch.clinical)} clinical file(s)")
+        outs = [o for o in steps.DATA_OUTS if (ws.data_dir / o).exists()]
+        ver = version_inputs(ws.data_dir, outs, message=f"nightly-embedding: {len(batch.photos) + len(batch.prealigned)} "
+                                                        f"photo(s), {len(batch.clinical)} clinical file(s)") if outs else None
         checkpoint("data:versioned")
         if ver is not None:
             record.data_rev, record.data_md5 = ver.rev, dict(ver.outs)
             record.outputs["data_files"] = len(ver.files)
         phase("inbox + DVC versioning")
 
-        valid_clinical = [validate_clinical(ws, params, p) for p in steps.clinical_files(ws)]
+        valid_clinical = [validate(ws, params, "clinical", p) for p in steps.clinical_files(ws)]
         checkpoint("clinical:validated")
         phase("clinical contract")
 
-        rows = []
-        for i, source in enumerate(embedding_steps.pending_alignment(ws, params)):
-            rows.append(align_photo(ws, params, source))
-            if i == 0:
-                checkpoint("align:first-photo")
-        if rows:
-            validate_manifest(ws, params, write_manifest(ws, rows))
+        aligned = align_photos(ws, params)
+        if aligned is not None:
+            validate(ws, params, "manifest", aligned.manifest_path)
         checkpoint("align:manifest-written")
         phase("alignment")
 
-        batches = run_projection(ws, params, dask_workers=dask_workers)
+        shards, failures = run_projection(ws, params, dask_workers=dask_workers)
+        for f in failures:
+            print(f"warning: photo {f.photo_id} not projected, pending until fixed: {f.reason}")
         checkpoint("project:all-done")
         phase("projection")
-        valid_latents = [validate_latents(ws, params, p) for p in embedding_steps.latent_batch_files(ws, params)]
+        valid_latents = [validate(ws, params, "latents", p) for p in embedding_steps.latent_shards(ws, params)]
         checkpoint("latents:validated")
         phase("latent contract")
 
-        apply_feature_repo(ws, params)
-        n_clinical = write_clinical_features(ws, params, valid_clinical) if valid_clinical else 0
+        apply_feature_repo(repo, params)
+        n_clinical = write_clinical(repo, steps.read_valid_clinical(valid_clinical), params) if valid_clinical else 0
         checkpoint("features:clinical-written")
-        rows_latent = join_latent_rows(ws, params, valid_clinical, valid_latents) if valid_clinical else None
-        n_latents = write_latent_features(ws, params, rows_latent)
+        n_latents = write_latent_features(ws, params, valid_clinical, valid_latents)
         checkpoint("features:latents-written")
         phase("Feast writes")
-        materialized = materialize(ws, params)
+        materialized = materialize(repo, params)
         checkpoint("features:materialized")
         phase("materialisation")
-        mark_inbox_done(ws, batch)
+        mark_inbox_done(batch, state_path=state)
         checkpoint("inbox:marked-done")
         phase("inbox + DVC versioning")
         record.outputs.update({
             "new_photos": len(written["photos"]) + len(written["prealigned"]),
             "new_clinical_files": len(written["clinical"]),
             "inbox_quarantined": [str(r) for r in batch.rejected],
-            "aligned": sum(r.get("status") == "aligned" for r in rows),
-            "quarantined": sum(r.get("status") == "quarantined" for r in rows),
-            "projection_batches": len(batches), "clinical_rows_written": n_clinical,
-            "latent_rows_written": n_latents, "materialized": materialized, "phases_s": phases,
+            "aligned": aligned.aligned if aligned else 0, "quarantined": aligned.quarantined if aligned else 0,
+            "alignment_reused": aligned.reused if aligned else 0,
+            "projection_batches": len(shards), "projection_failures": [f"{f.photo_id}: {f.reason}" for f in failures],
+            "clinical_rows_written": n_clinical, "latent_rows_written": n_latents, "materialized": materialized,
+            "phases_s": phases,
         })
         return {"flow_run_id": record.flow_run_id, "data_rev": record.data_rev, **record.outputs}

@@ -11,11 +11,24 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from ground.config import Params
 
 # The ephemeral API's first start takes 15-20 s on a loaded 2-core machine (STACK.md).
 EPHEMERAL_STARTUP_TIMEOUT_S = "120"
+# The one retry policy of the flows' tasks that touch the file system or a remote (as task
+# options); computations do not retry, since they would fail the same way again.
+IO_RETRY: dict[str, Any] = {"retries": 2, "retry_delay_seconds": 2}
+
+
+def as_task(fn: Any, name: str, *, io: bool = False, **options: Any) -> Any:
+    """A library function as a Prefect task of the flows: never cached (outputs are keyed by
+    content already), retried under IO_RETRY when it touches the file system or a remote."""
+    from prefect import task
+    from prefect.cache_policies import NO_CACHE
+
+    return task(name=name, cache_policy=NO_CACHE, **(IO_RETRY if io else {}), **options)(fn)
 
 
 def prefect_env(prefect_home: Path, params: Params, *, api_url: str | None = None) -> dict[str, str]:

@@ -1,8 +1,8 @@
 """The DVC pipeline's stages (dvc.yaml): `python -m flows.stages STAGE [--root DIR]`.
 
 Each stage reads params.yaml from the current directory (the DVC repository root) and calls
-the same steps as the Prefect flows (flows/steps.py, flows/embedding_steps.py,
-flows/training_steps.py) on the workspace DIR (default `pipeline`). DVC owns the versioning
+the functions the Prefect flows' tasks are declared on (the libraries, flows/steps.py,
+flows/embedding_steps.py, flows/training_steps.py) on the workspace DIR (default `pipeline`). DVC owns the versioning
 here (its outs), so the stages do not use the workspace's own data repository.
 
     cohort:   facesurv cohort synth (in dvc.yaml) -> DIR/cohort
@@ -52,30 +52,30 @@ def stage_align(ws: Workspace, params: Params) -> None:
     (data / "clinical").mkdir(parents=True)
     shutil.copyfile(cohort / "clinical.csv", data / "clinical" / "cohort.csv")
     _demo_face(data / "photos")
-    for source in embedding_steps.pending_alignment(ws, params):
-        embedding_steps.align_one(ws, params, source)
-    embedding_steps.write_manifest(ws)
+    embedding_steps.align_photos(ws, params)
 
 
 def stage_project(ws: Workspace, params: Params) -> None:
-    for batch in embedding_steps.pending_batches(ws, params):
-        embedding_steps.project_batch(ws, params, batch)
+    todo = embedding_steps.pending_batches(ws, params)
+    failures = todo.failures + [f for b in todo.batches for f in embedding_steps.project_batch(ws, params, b)[1]]
+    for f in failures:
+        print(f"warning: photo {f.photo_id} not projected: {f.reason}", file=sys.stderr)
 
 
 def stage_features(ws: Workspace, params: Params) -> None:
-    steps.validate_file(ws, params, "manifest", embedding_steps.Layout(ws).aligned / "manifest.csv")
+    from features.store import apply_repo, materialize, write_clinical
+
+    steps.validate_file(ws, params, "manifest", steps.Layout(ws).aligned / "manifest.csv")
     valid_clinical = [steps.validate_file(ws, params, "clinical", p) for p in steps.clinical_files(ws)]
-    valid_latents = [steps.validate_file(ws, params, "latents", p)
-                     for p in embedding_steps.latent_batch_files(ws, params)]
-    steps.apply_features(ws, params)
-    steps.write_clinical(ws, params, valid_clinical)
-    rows = embedding_steps.join_latent_rows(ws, params, valid_clinical, valid_latents)
-    embedding_steps.write_latents(ws, params, rows)
-    steps.materialize(ws, params)
+    valid_latents = [steps.validate_file(ws, params, "latents", p) for p in embedding_steps.latent_shards(ws, params)]
+    apply_repo(ws.feature_repo_dir, params)
+    write_clinical(ws.feature_repo_dir, steps.read_valid_clinical(valid_clinical), params)
+    embedding_steps.write_latent_features(ws, params, valid_clinical, valid_latents)
+    materialize(ws.feature_repo_dir, params)
 
 
 def stage_train(ws: Workspace, params: Params) -> None:
-    from flows.lineage import code_version
+    from ground.workspace import code_version
 
     frame = training_steps.build_training_set(ws, params)
     lineage = {"data_rev": "dvc-pipeline", "code_version": code_version(), "params_hash": params.params_hash}

@@ -1,46 +1,27 @@
 """The weekly training flow: training set from Feast -> train -> evaluate -> register -> promote.
 
-Each task calls one step (flows/training_steps.py) that wraps one library call. The run's
+Each task is one step of flows/training_steps.py (a library call with the workspace's paths). The run's
 lineage record (artifacts/lineage) carries the data repository revision the features came
 from, which training also logs with its MLflow run.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from prefect import flow, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow
 
 from flows import training_steps
 from flows.faults import checkpoint
-from ground.config import Params
+from flows.runtime import as_task
 from ground.workspace import Workspace
 
-# Only tasks that touch the file system or a remote retry; computations would fail the same way again.
-IO_RETRIES, IO_RETRY_DELAY_S = 2, 2
 FLOW_NAME = "train-and-promote"
 
-
-@task(name="training-set", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAY_S, cache_policy=NO_CACHE)
-def training_set(ws: Workspace, params: Params) -> Path:
-    return training_steps.build_training_set(ws, params)
-
-
-@task(name="train-evaluate-register", cache_policy=NO_CACHE)
-def train(ws: Workspace, params: Params, frame_path: Path, lineage: dict[str, Any]) -> Any:
-    return training_steps.train(ws, params, frame_path, lineage)
-
-
-@task(name="write-metrics", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAY_S, cache_policy=NO_CACHE)
-def write_metrics(ws: Workspace, result: Any) -> dict[str, Any]:
-    return training_steps.write_metrics(ws, result)
-
-
-@task(name="promote", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAY_S, cache_policy=NO_CACHE)
-def promote(ws: Workspace, params: Params) -> dict[str, Any]:
-    return training_steps.promote(ws, params)
+training_set = as_task(training_steps.build_training_set, "training-set", io=True)
+train = as_task(training_steps.train, "train-evaluate-register")
+write_metrics = as_task(training_steps.write_metrics, "write-metrics", io=True)
+promote = as_task(training_steps.promote, "promote", io=True)
 
 
 @flow(name=FLOW_NAME, log_prints=True)

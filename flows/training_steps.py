@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from facesurv.components import components
-from flows.available import require
 from flows.steps import Layout, read_valid_clinical
 from ground.atomic import atomic_path
 from ground.config import Params
@@ -60,7 +59,8 @@ def model_frame(frame: Any, base: str) -> Any:
 
 def build_training_set(ws: Workspace, params: Params) -> Path:
     """Feast's point-in-time training set -> artifacts/training/training_set.parquet (+ report)."""
-    training_set = require("feature store", "training_set")
+    from features.store import training_set
+
     frame, report = training_set(ws.feature_repo_dir, entity_frame(ws), params)
     out = training_dir(ws)
     summary = report.to_dict() if hasattr(report, "to_dict") else {
@@ -85,7 +85,8 @@ def train(ws: Workspace, params: Params, frame_path: Path, lineage: dict[str, An
     versions it logs come from `lineage`."""
     import pandas as pd
 
-    train_ = require("training", "train", module="training.pipeline")
+    from training.pipeline import train as train_
+
     versions = {f"md5.{k}": v for k, v in (lineage.get("data_md5") or {}).items()}
     versions.update({"rev": lineage.get("data_rev") or "unversioned", "code": lineage.get("code_version", ""),
                      "params_hash": lineage.get("params_hash", "")})
@@ -113,7 +114,8 @@ def write_metrics(ws: Workspace, result: Any) -> dict[str, Any]:
 
 def promote(ws: Workspace, params: Params) -> dict[str, Any]:
     """training.registry.promote: move `champion` when the challenger wins on the same split."""
-    promote_ = require("registry", "promote")
+    from training.registry import promote as promote_
+
     r = params.registry
     decision = promote_(tracking_uri=tracking_uri(ws, params), model_name=r.model_name, metric=r.metric,
                         margin=r.promote_margin, experiment=r.experiment, artifact_root=ws.mlflow_dir / "artifacts")

@@ -16,6 +16,6 @@ class DataError(FacesurvError):
 
 
 class NotAvailableError(FacesurvError):
-    """A stage that has not been built yet, or an optional asset that is absent."""
+    """An optional asset or store that is absent (a champion, a ledger, weights)."""
 
     exit_code = 3

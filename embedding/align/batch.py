@@ -236,12 +236,16 @@ def _reusable(old: dict[str, str] | None, path: Path, source_sha256: str, finger
 def align_directory(in_dir: Path | str, out_dir: Path | str, *, config: AlignConfig,
                     workers: int | None = None, models: ModelSet | None = None,
                     aligner: Aligner | None = None,
-                    progress: Callable[[dict[str, str]], None] | None = None) -> BatchResult:
+                    progress: Callable[[dict[str, str]], None] | None = None,
+                    on_written: Callable[[dict[str, str]], None] | None = None) -> BatchResult:
     """Align every photo in `in_dir` into `out_dir`; returns the manifest rows.
 
-    workers: processes (default config.workers; 1 runs in this process, reusing `aligner` when
-    given, which must have been built with `config`). progress is called with each finished
-    row. Raises BatchInputError for an unusable directory and models.ModelFileError for a
+    The one alignment driver: `facesurv align` and the nightly flow both run it, so both reuse
+    a photo by the same rule (see the module doc). workers: processes (default config.workers;
+    1 runs in this process, reusing `aligner` when given, which must have been built with
+    `config`). progress is called with each finished row, reused ones included; on_written with
+    each row aligned or quarantined in this run, after its PNG is written and before the manifest
+    names it. Raises BatchInputError for an unusable directory and models.ModelFileError for a
     missing or wrong model file; bad photos never raise.
     """
     if aligner is not None:
@@ -295,6 +299,8 @@ def align_directory(in_dir: Path | str, out_dir: Path | str, *, config: AlignCon
     def finish(row: dict[str, str]) -> None:
         nonlocal last_checkpoint
         done[row["photo_id"]] = row
+        if on_written:
+            on_written(row)
         if progress:
             progress(row)
         if time.monotonic() - last_checkpoint > _CHECKPOINT_EVERY_S:

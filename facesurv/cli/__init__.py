@@ -1,8 +1,8 @@
-"""The `facesurv` command: the composition root.
+"""The `facesurv` command, the top of the package picture.
 
-Command groups live in sibling modules, each exposing `register(app)`. They import the
-libraries (embedding/, features/, training/, serving/, flows/) inside the command bodies
-only, so `facesurv --help` stays fast and the library packages never depend on the CLI.
+Command groups live in sibling modules, each exposing `register(app)`. They reach the
+libraries, facesurv.components (the composition root), the flows and the demo inside the
+command bodies only, so `facesurv --help` stays fast and nothing below depends on the CLI.
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ import sys
 
 import typer
 
-# Each module adds its commands; a module that does not exist yet is skipped, so a stage
-# that has not landed simply has no command.
 COMMAND_MODULES = (
     "init", "cohort", "align", "generator", "project", "validate", "features",
     "train", "flows", "serve", "audit", "demo",
@@ -32,13 +30,7 @@ app = typer.Typer(
 
 def _register_all() -> None:
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"facesurv.cli.{name}_cmd")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"facesurv.cli.{name}_cmd":
-                continue
-            raise
-        module.register(app)
+        importlib.import_module(f"facesurv.cli.{name}_cmd").register(app)
 
 
 def _quiet_third_parties() -> None:

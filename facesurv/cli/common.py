@@ -24,9 +24,3 @@ def open_workspace(path: Path | None):  # -> tuple[Workspace, Params]
     ws = Workspace.resolve(path)
     return ws, ws.load_params()
 
-
-def not_available(stage: str, issue: int) -> None:
-    """Stop with a clear message for a stage that has not landed yet."""
-    from ground.errors import NotAvailableError
-
-    raise NotAvailableError(f"{stage} is not available yet (tracked in issue #{issue})")

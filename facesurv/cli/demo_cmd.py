@@ -34,15 +34,12 @@ def demo(
     for name in ("mlflow", "alembic", "great_expectations", "dvc", "feast", "distributed", "py.warnings"):
         logging.getLogger(name).setLevel(logging.ERROR)
     from demo.runner import run_demo
+    from ground.errors import ConfigError
 
     ensure_writable_dir(out_dir)
     if faces is not None and not faces.is_dir():
-        from ground.errors import ConfigError
-
         raise ConfigError(f"--faces {faces}: no such folder; pass a folder holding photos and labels.csv")
     if faces is not None and rendered:
-        from ground.errors import ConfigError
-
         raise ConfigError("--faces and --rendered contradict each other; pass one of them")
     overrides: dict[str, dict[str, Any]] = {
         "cohort": {"base": base, "seed": seed},

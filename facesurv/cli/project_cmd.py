@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 from pathlib import Path
 from typing import Annotated
@@ -69,87 +68,6 @@ def list_photos(aligned_dir: Path) -> tuple[list[tuple[str, str]], int]:
     return [(p.stem, str(p)) for p in files], 0
 
 
-def _resolve_device(device: str) -> str:
-    from embedding.projection import resolve_device
-    from ground.errors import ConfigError
-
-    try:
-        return resolve_device(device)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-
-
-def stand_in_statement(ginfo, pinfo) -> str:
-    parts = []
-    if ginfo.is_random_init:
-        parts.append(f"generator: {ginfo.description}")
-    if pinfo.is_stand_in:
-        parts.append(f"perceptual network: {pinfo.description}")
-    if not parts:
-        return "no stand-ins: user-provided generator and ImageNet VGG-16 weights"
-    return "STAND-INS IN USE. " + " | ".join(parts)
-
-
-def latents_table(run, *, space: str, steps: int, loss: str, ginfo, pinfo, settings: dict, latent_dim: int):
-    """The latents.parquet table (pyarrow) with the lineage and stand-in statement in its metadata."""
-    import numpy as np
-    import pyarrow as pa
-
-    n = len(run.results)
-    lat = np.stack([r.latent for r in run.results]) if n else np.zeros((0, latent_dim), np.float32)
-    w = np.stack([r.w for r in run.results]) if n else np.zeros((0, latent_dim), np.float32)
-    from features.latents import feature_latents
-
-    layers = None
-    if space == "w+":
-        layers = lat.reshape(n, -1)
-        lat = feature_latents(lat, space=space) if n else lat.reshape(0, latent_dim)
-    if lat.shape[1] != latent_dim:
-        from ground.errors import DataError
-
-        raise DataError(f"latents have {lat.shape[1]} dimensions but the table holds {latent_dim}; "
-                        "use a generator with z_dim = w_dim = 512")
-
-    def fixed(a):
-        a = np.ascontiguousarray(a, dtype=np.float32)
-        return pa.FixedSizeListArray.from_arrays(pa.array(a.reshape(-1), pa.float32()), a.shape[1])
-
-    def col(name):
-        return pa.array([getattr(r, name) for r in run.results], pa.float64())
-
-    columns = {
-        "photo_id": pa.array([r.photo_id for r in run.results], pa.string()),
-        "latent": fixed(lat),
-        "space": pa.array([space] * n, pa.string()),
-        "steps": pa.array([steps] * n, pa.int32()),
-        "perceptual_loss": col("perceptual_loss"),
-        "mse": col("mse"),
-        "generator_sha256": pa.array([ginfo.sha256] * n, pa.string()),
-        "generator_is_random_init": pa.array([ginfo.is_random_init] * n, pa.bool_()),
-        "perceptual_network": pa.array([pinfo.network] * n, pa.string()),
-        "perceptual_is_stand_in": pa.array([pinfo.is_stand_in] * n, pa.bool_()),
-        "photo_sha256": pa.array([r.photo_sha256 for r in run.results], pa.string()),
-        "loss": pa.array([loss] * n, pa.string()),
-        "initial_loss": col("initial_loss"),
-        "final_loss": col("final_loss"),
-        "w": fixed(w),
-    }
-    if layers is not None:
-        columns["latent_layers"] = pa.array(list(layers), pa.list_(pa.float32()))
-    metadata = {
-        "facesurv.stand_in": stand_in_statement(ginfo, pinfo),
-        "facesurv.generator": json.dumps({"source": ginfo.source, "sha256": ginfo.sha256,
-                                          "is_random_init": ginfo.is_random_init, "description": ginfo.description,
-                                          "config": ginfo.config}, default=str),
-        "facesurv.perceptual": json.dumps({"network": pinfo.network, "source": pinfo.source, "sha256": pinfo.sha256,
-                                           "is_stand_in": pinfo.is_stand_in, "description": pinfo.description}),
-        "facesurv.projection": json.dumps(settings, sort_keys=True, default=str),
-        "facesurv.run_key": run.run_key,
-    }
-    table = pa.table(columns)
-    return table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
-
-
 def project(
     aligned_dir: Annotated[Path, typer.Argument(help="Folder of aligned photos (`facesurv align` output with "
                                                       "manifest.csv, or image files named <photo_id>.png).")],
@@ -161,41 +79,30 @@ def project(
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Embed every aligned photo as a StyleGAN2 latent by gradient descent (resumable: reruns skip finished batches)."""
+    from embedding.project_batch import PhotoInput, Projection, project_photos
+    from facesurv.components import components
+    from features.latents import latent_table, stand_in_statement
     from ground.atomic import atomic_path, ensure_writable_dir
     from ground.config import with_overrides
-    from ground.errors import ConfigError, DataError, NotAvailableError
+    from ground.errors import DataError
 
     ws, params = open_workspace(workspace)
     params = with_overrides(params, projection={"space": space, "steps": steps, "batch_size": batch_size,
                                                 "loss": loss})
-    pp, perc = params.projection, params.perceptual
+    pp = params.projection
     photos, quarantined = list_photos(aligned_dir)
     if not photos:
         raise DataError(f"{aligned_dir}: no aligned photos to project"
                         f"{f' ({quarantined} quarantined by alignment)' if quarantined else ''}")
     ensure_writable_dir(out_dir)
-
-    import torch  # noqa: F401 - heavy, only once the input is known good
-
-    from embedding.perceptual import load_perceptual
-    from embedding.project_batch import PhotoInput, project_photos
-    from facesurv.cli.generator_cmd import load_workspace_generator
-
-    device = _resolve_device(pp.device)
-    G, ginfo = load_workspace_generator(ws, params, device=device)
-    vgg_path = ws.setting_path(perc.vgg16_path)
-    try:
-        net, pinfo = load_perceptual(perc.network, vgg_path, resize=perc.resize)
-    except FileNotFoundError as exc:
-        raise NotAvailableError(str(exc)) from None
-    except ValueError as exc:
-        raise ConfigError(f"perceptual network: {exc}") from None
-    net = net.to(device)
-    for line in stand_in_statement(ginfo, pinfo).split(" | "):
+    # the flow's models, device and run key: a photo gets the latent the nightly flow gives it
+    parts = components(ws, params)
+    device = parts.device
+    projection = Projection.configured(pp, parts.generator(device=device), parts.perceptual(device=device),
+                                       device=device)
+    for line in stand_in_statement(projection.provenance).split(" | "):
         console.print(f"[yellow]warning:[/yellow] {line}" if "STAND-IN" in line or "random" in line.lower() else line,
                       highlight=False)
-
-    settings = pp.project_options()
     console.print(f"projecting {len(photos)} photos in {pp.space} space, {pp.steps} steps, loss {pp.loss}, "
                   f"batch {pp.batch_size}, on {device}", highlight=False)
 
@@ -210,29 +117,19 @@ def project(
     with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False) as bar:
         task = bar.add_task("projecting", total=len(photos))
-
-        def progress(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
         try:
             run = project_photos(
-                G, [PhotoInput(pid, path, root=str(aligned_dir)) for pid, path in photos],
-                shard_dir=out_dir / "shards",
-                generator_sha256=ginfo.sha256, settings=settings, batch_size=pp.batch_size, seed=pp.seed,
-                perceptual=net, perceptual_sha256=pinfo.sha256, device=device,
-                mixed_precision=pp.mixed_precision, progress=progress,
+                projection, [PhotoInput(pid, path, root=str(aligned_dir)) for pid, path in photos],
+                shard_dir=out_dir / "shards", batch_size=pp.batch_size,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
                 warn=lambda msg: console.print(f"[yellow]warning:[/yellow] {msg}", highlight=False))
         except ValueError as exc:
             raise DataError(str(exc)) from None
 
-    table = latents_table(run, space=pp.space, steps=pp.steps, loss=pp.loss, ginfo=ginfo, pinfo=pinfo,
-                          settings={**settings, "seed": pp.seed, "batch_size": pp.batch_size,
-                                    "mixed_precision": pp.mixed_precision, "device": device},
-                          latent_dim=G.w_dim if pp.space != "z" else G.z_dim)
     import pyarrow.parquet as pq
 
     with atomic_path(out_dir / "latents.parquet") as tmp:
-        pq.write_table(table, tmp)
+        pq.write_table(latent_table(run.results, run.provenance), tmp)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(FAILURE_COLUMNS)

@@ -9,8 +9,9 @@ import typer
 
 from facesurv.cli.common import WorkspaceOpt, open_workspace, out
 
-FileArg = Annotated[Path, typer.Argument(help="Table to validate (UTF-8 CSV, or parquet for latents); a file "
-                                        "that is not one exits non-zero, a malformed line is quarantined.")]
+FileArg = Annotated[Path, typer.Argument(help="Table to validate (UTF-8 CSV; for latents also parquet or a "
+                                        "projection shard .npz); a file that is not one exits non-zero, a "
+                                        "malformed line is quarantined.")]
 OutOpt = Annotated[Path, typer.Option("--out", help="Directory for valid.csv, quarantine.csv, report.html, results.json.")]
 FractionOpt = Annotated[float | None, typer.Option("--max-failing-fraction",
                         help="Fail above this fraction of failing rows (default: contracts.max_failing_fraction).")]

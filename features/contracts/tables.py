@@ -24,7 +24,8 @@ _SNIFF = 1 << 16
 
 
 def read_table(path: Path | str) -> pd.DataFrame:
-    """Read a CSV (every cell as text, so valid rows are written back unchanged) or parquet file.
+    """Read a CSV (every cell as text, so valid rows are written back unchanged), a parquet file, or
+    a projection shard (.npz, as the latent table: features.latents).
 
     Raises:
         DataError: one line: no such file, not a regular file, binary / not UTF-8 text, no header,
@@ -34,6 +35,10 @@ def read_table(path: Path | str) -> pd.DataFrame:
     try:
         if path.suffix.lower() in (".parquet", ".pq"):
             return pd.read_parquet(path)
+        if path.suffix.lower() == ".npz":
+            from features.latents import shard_table
+
+            return shard_table(path).to_pandas()
         raw = path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None

@@ -179,6 +179,24 @@ def test_changed_source_or_options_are_redone_and_stale_outputs_removed(inbox, c
     assert fourth.reused == 0
 
 
+def test_on_written_sees_each_photo_of_this_run_before_the_manifest_names_it(inbox, config, one, tmp_path) -> None:
+    """The nightly flow's crash test kills the run there: a PNG written, the manifest not yet."""
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copyfile(inbox / "astronaut.png", src / "p1.png")
+    out = tmp_path / "out"
+    align_directory(src, out, config=config, workers=1, aligner=one)
+    shutil.copyfile(inbox / "gray.jpg", src / "p2.jpg")
+    seen = []
+
+    def written(row: dict) -> None:
+        pid = row["photo_id"]
+        seen.append((pid, (out / f"{pid}.png").exists(), pid in read_manifest(out / "manifest.csv")))
+
+    again = align_directory(src, out, config=config, workers=1, aligner=one, on_written=written)
+    assert again.reused == 1 and seen == [("p2", True, False)]     # the reused p1 is not news
+
+
 def test_a_damaged_or_foreign_png_in_the_output_is_redone(inbox, config, one, tmp_path) -> None:
     src = tmp_path / "in"
     src.mkdir()

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from demo.report import ReportInputs, metrics_json, retention, write_report
+from demo.report import ReportInputs, metrics_json, write_report
 
 MODELS = ("embedding_deepsurv", "embedding_coxph", "clinical_coxph", "clinical_deepsurv", "fusion",
           "oracle_embedding", "oracle_fusion")
@@ -78,13 +78,6 @@ def test_alignment_audit_counts_per_group() -> None:
     got = audit_by_group(frame, ("photo_sex", "race_group"))
     assert got["overall"] == {"photos": 3, "aligned": 2, "quarantined": 1, "rate": 0.6667}
     assert got["race_group"]["b"] == {"photos": 1, "aligned": 0, "quarantined": 1, "rate": 0.0}
-
-
-def test_retention_formula() -> None:
-    assert retention(0.7, 0.9) == pytest.approx(0.5)
-    assert retention(0.9, 0.9) == pytest.approx(1.0)
-    assert retention(0.7, 0.5) is None      # no oracle signal: retention is undefined, not infinite
-    assert retention(0.7, 0.45) is None
 
 
 def test_metrics_json_has_the_stable_layout() -> None:
@@ -165,3 +158,12 @@ def test_without_patients_given_a_low_event_base_gets_the_patients_it_needs(para
     # a base smaller than demo.patients is used whole
     assert patients_needed(with_overrides(params, cohort={"base": "veterans_lung_cancer"}, synth={"patients": 300})) \
         == (137, "veterans_lung_cancer has 137 patients, fewer than the 300 asked for")
+
+
+def test_html_escapes_what_it_shows_and_markdown_shows_it_as_written(tmp_path: Path) -> None:
+    note = "a <b>note</b> & 'quotes'"
+    paths = write_report(tmp_path / "report", _inputs(notes=[note], figures={note: "figures/x.png"}))
+    page, md = paths["index.html"].read_text(), paths["report.md"].read_text()
+    assert "<b>note</b>" not in page and "<li>a &lt;b&gt;note&lt;/b&gt; &amp; &#39;quotes&#39;</li>" in page
+    assert "alt='a &lt;b&gt;note&lt;/b&gt; &amp; &#39;quotes&#39;'" in page  # a quote cannot end the attribute
+    assert f"- {note}\n" in md and f"![{note}](figures/x.png)" in md

@@ -1,12 +1,8 @@
-"""`facesurv flows` commands and stage look-up: clear errors, no half-run flows."""
+"""`facesurv flows` commands: clear errors, no half-run flows."""
 
 from __future__ import annotations
 
-import pytest
-
 from facesurv.cli import main
-from flows.available import require
-from ground.errors import NotAvailableError
 
 
 def test_flows_help_lists_run_and_serve(capsys) -> None:
@@ -29,20 +25,6 @@ def test_bad_dask_worker_count_is_refused(workspace, capsys) -> None:
 def test_missing_workspace_says_how_to_fix(tmp_path, capsys) -> None:
     assert main(["flows", "run", "nightly-embedding", "--workspace", str(tmp_path / "nope")]) == 2
     assert "no params.yaml here" in capsys.readouterr().err
-
-
-def test_a_stage_that_has_not_landed_names_its_issue() -> None:
-    with pytest.raises(NotAvailableError, match=r"alignment is not available yet: embedding.align lacks no_such_fn \(tracked in issue #3\)"):
-        require("alignment", "no_such_fn")
-    with pytest.raises(NotAvailableError, match=r"training is not available yet: training.not_there has not landed \(tracked in issue #6\)"):
-        require("training", "train", module="training.not_there")
-
-
-def test_require_returns_the_library_objects() -> None:
-    from features.store import write_clinical
-
-    assert require("feature store", "write_clinical") is write_clinical
-    assert len(require("feature store", "write_clinical", "materialize")) == 2
 
 
 def test_task_runner_choice(params) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from ground.workspace import Workspace
@@ -13,11 +12,10 @@ from tests.flows.flows_helpers import tiny_params, write_png
 
 
 def _latents(ws, params) -> dict[str, np.ndarray]:
+    from embedding.project_batch import read_shard
     from flows import embedding_steps
 
-    files = embedding_steps.latent_batch_files(ws, params)
-    df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-    return {r.photo_sha256: np.asarray(r.latent, dtype=np.float32) for r in df.itertuples()}
+    return {r.photo_sha256: r.latent for f in embedding_steps.latent_shards(ws, params) for r in read_shard(f)[1]}
 
 
 @pytest.mark.slow
@@ -32,16 +30,16 @@ def test_dask_projection_matches_single_process(workspace, prefect_api, tmp_path
     single = Workspace(tmp_path / "single")
     shutil.copytree(workspace.root, single.root)
 
-    batches = embedding_steps.pending_batches(single, params)
+    batches = embedding_steps.pending_batches(single, params).batches
     assert [len(b) for b in batches] == [2, 2, 1]
     for b in batches:
         embedding_steps.project_batch(single, params, b)
 
-    paths = run_projection(workspace, params, dask_workers=2)
-    assert len(paths) == 3 and embedding_steps.pending_batches(workspace, params) == []
+    paths, failures = run_projection(workspace, params, dask_workers=2)
+    assert len(paths) == 3 and not failures and embedding_steps.pending_batches(workspace, params).batches == []
     on_dask, in_process = _latents(workspace, params), _latents(single, params)
     assert set(on_dask) == set(in_process) and len(on_dask) == 5
     for sha, lat in in_process.items():
         np.testing.assert_allclose(on_dask[sha], lat, rtol=0, atol=1e-5)
     # nothing left to do: a second run submits no batch
-    assert run_projection(workspace, params, dask_workers=2) == []
+    assert run_projection(workspace, params, dask_workers=2) == ([], [])

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-CODE = ("embedding", "features", "flows", "training", "facesurv")
+CODE = ("ground", "embedding", "features", "flows", "training", "facesurv", "demo")
 
 
 def _dvc(root: Path, *args: str, env: dict[str, str]) -> str:

@@ -1,4 +1,4 @@
-"""The nightly flow's projection step: where its generator comes from and where it runs."""
+"""The nightly flow's projection: where its generator comes from and where it runs."""
 
 from __future__ import annotations
 
@@ -24,11 +24,11 @@ def test_a_relative_checkpoint_is_found_under_the_workspace(workspace, params, t
     cwd = Path.cwd()
     os.chdir(elsewhere)  # params.yaml promises the workspace, not the current directory
     try:
-        loaded, info = embedding_steps.generator(workspace, p)
+        projection = embedding_steps.projection(workspace, p)
     finally:
         os.chdir(cwd)
-    assert info.sha256 == sha and loaded.img_resolution == 8
-    assert Path(info.source) == workspace.root / "generators" / "tiny"
+    assert projection.generator_info.sha256 == sha and projection.G.img_resolution == 8
+    assert Path(projection.generator_info.source) == workspace.root / "generators" / "tiny"
 
 
 def test_projection_device_follows_the_setting(params) -> None:

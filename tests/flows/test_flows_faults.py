@@ -1,7 +1,7 @@
 """Crash recovery: kill the nightly flow's process at many points; a rerun repairs everything.
 
 After every kill, a plain rerun must complete, and then every photo delivered so far has
-exactly one latent (projected once: one row across all projection batch files) and the
+exactly one latent (projected once: one row across all projection shards) and the
 feature store holds every clinical record and every latent exactly once.
 """
 
@@ -68,13 +68,12 @@ class Runner:
 
 def _check_invariants(ws, params, photos: dict[str, str], n_clinical: int) -> None:
     import pandas as pd
-    import pyarrow.parquet as pq
 
+    from embedding.project_batch import read_shard
     from features.store.offline import read_rows
     from flows import embedding_steps
 
-    files = embedding_steps.latent_batch_files(ws, params)
-    shas = [s for f in files for s in pq.read_table(f, columns=["photo_sha256"]).column("photo_sha256").to_pylist()]
+    shas = [r.photo_sha256 for f in embedding_steps.latent_shards(ws, params) for r in read_shard(f)[1]]
     assert len(shas) == len(set(shas)), "a photo was projected twice"
     assert set(shas) == set(photos.values()), "a delivered photo has no latent"
     latents = read_rows(ws.feature_repo_dir, params, "face_latent")

@@ -4,6 +4,7 @@ repository; the valid files of the same batch still do."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -127,6 +128,7 @@ def test_inbox_file_reads_go_through_the_one_check() -> None:
 
 # --- the flow's own reads of the data repository ----------------------------------------------
 
+@pytest.mark.timeout(300)
 def test_the_flow_never_reads_a_link_in_the_data_repository(workspace, params, tmp_path: Path) -> None:
     secret = tmp_path / "secret.png"
     secret.write_bytes(SECRET)
@@ -139,23 +141,19 @@ def test_the_flow_never_reads_a_link_in_the_data_repository(workspace, params, t
     (pre / "ok.png").write_bytes(b"OK")
     os.symlink(secret, pre / "leak.png")
     os.link(secret, pre / "hard.png")
-    assert sorted(p.name for p in embedding_steps.pending_alignment(workspace, params)) == \
-        ["good.png", "leak.png", "pipe.png"]                           # links stay pending: quarantined below
-    items = embedding_steps.projection_inputs(workspace)
-    assert [i["photo_id"] for i in items] == ["ok"]
-
-
-@pytest.mark.timeout(300)
-def test_align_one_quarantines_a_linked_data_photo_unread(workspace, params, tmp_path: Path) -> None:
-    secret = tmp_path / "secret.png"
-    secret.write_bytes(SECRET)
-    photos = workspace.data_dir / "photos"
-    photos.mkdir(parents=True)
-    os.symlink(secret, photos / "leak.png")
-    row = embedding_steps.align_one(workspace, params, photos / "leak.png")
-    assert (row["status"], row["reason"], row["source_sha256"]) == ("quarantined", "unreadable", "")
-    assert "is a symbolic link, which is never followed" in row["message"]
-    assert embedding_steps.pending_alignment(workspace, params) == [photos / "leak.png"]  # again next run
+    for _ in range(2):  # quarantined again on the next run: never reused until it is replaced
+        result = embedding_steps.align_photos(workspace, params)
+        rows = {r["photo_id"]: r for r in result.rows}
+        assert {k: (r["reason"], r["source_sha256"]) for k, r in rows.items()} == {
+            "good": ("not_an_image", hashlib.sha256(b"GOOD").hexdigest()), "leak": ("unreadable", ""),
+            "pipe": ("unreadable", "")}
+        assert "is a symbolic link, which is never followed" in rows["leak"]["message"]
+        assert "is a FIFO" in rows["pipe"]["message"]
+    todo = embedding_steps.pending_batches(workspace, params)
+    assert [p.photo_id for b in todo.batches for p in b] == ["ok"]
+    reasons = {f.photo_id: f.reason for f in todo.failures}
+    assert set(reasons) == {"leak", "hard"}
+    assert "is a symbolic link" in reasons["leak"] and "is a hard link" in reasons["hard"]
 
 
 @pytest.mark.slow

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from flows.lineage import code_version, read_latest, run_context
+from flows.lineage import read_latest, run_context
+from ground.workspace import code_version
 
 
 def test_completed_run_is_recorded_and_becomes_latest(workspace, params) -> None:

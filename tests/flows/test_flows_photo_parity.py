@@ -6,7 +6,6 @@ from __future__ import annotations
 import shutil
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from tests.flows.flows_helpers import fill_inbox, tiny_params
@@ -17,7 +16,8 @@ pytestmark = pytest.mark.slow
 @pytest.mark.parametrize("space", ["w", "w+"])
 def test_an_uploaded_photo_gets_the_latent_the_nightly_flow_gives_it(workspace, shared_dir, space) -> None:
     from facesurv.components import Components
-    from flows.embedding_steps import align_one, project_batch, projection_inputs
+    from features.latents import shard_table
+    from flows.embedding_steps import align_photos, pending_batches, project_batch
 
     tiny_params(workspace.root, projection={"steps": 3, "batch_size": 2, "space": space})
     params = workspace.load_params()
@@ -26,9 +26,11 @@ def test_an_uploaded_photo_gets_the_latent_the_nightly_flow_gives_it(workspace, 
     source = photos / "p-astronaut.png"
     shutil.copyfile(shared_dir / "faces" / "astronaut.png", source)
 
-    row = align_one(workspace, params, source)
-    assert row["status"] == "aligned", row
-    flow_latent = pd.read_parquet(project_batch(workspace, params, projection_inputs(workspace)))["latent"][0]
+    assert align_photos(workspace, params).aligned == 1
+    (batch,) = pending_batches(workspace, params).batches
+    shard, failures = project_batch(workspace, params, batch)
+    assert not failures
+    flow_latent = shard_table(shard).column("latent").to_pylist()[0]
 
     served = Components(workspace, params).photo_pipeline()(source.read_bytes())  # its own models
     assert np.asarray(flow_latent).shape == (512,) and len(served.latent) == 512

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import numpy as np
 import pyarrow as pa
@@ -11,6 +12,7 @@ import yaml
 from PIL import Image
 
 from facesurv.cli import main
+from features.latents import shard_table
 
 from .conftest import TINY
 
@@ -45,15 +47,17 @@ def test_project_writes_latents_and_reports_failures(workspace, rendered_photos,
     table = pq.read_table(out / "latents.parquet")
     assert table.num_rows == 5 and sorted(table["photo_id"].to_pylist()) == [f"photo{i}" for i in range(5)]
     assert table.schema.field("latent").type == pa.list_(pa.float32(), 512)
-    for name in ("photo_id", "latent", "space", "steps", "perceptual_loss", "mse", "generator_sha256",
-                 "generator_is_random_init", "perceptual_network", "perceptual_is_stand_in", "photo_sha256"):
-        assert name in table.column_names
+    # the one latent table: what the nightly flow validates from its shards
+    shard = shard_table(next((out / "shards").glob("shard-*.npz")))
+    assert shard.schema.equals(table.schema, check_metadata=False)
     row = table.slice(0, 1).to_pylist()[0]
     assert row["space"] == "w" and row["steps"] == 3 and row["generator_is_random_init"] is True
-    assert row["perceptual_network"] == "stlpips" and row["perceptual_is_stand_in"] is True
-    assert np.isfinite(row["perceptual_loss"]) and row["mse"] > 0 and len(row["photo_sha256"]) == 64
+    # the pixel loss (params.yaml's) loads no perceptual network, as in the flow
+    assert (row["perceptual_network"], row["perceptual_sha256"], row["perceptual_is_stand_in"]) == ("none", None, False)
+    assert np.isnan(row["perceptual_loss"]) and row["mse"] > 0 and len(row["photo_sha256"]) == 64
     meta = table.schema.metadata
     assert b"STAND-INS IN USE" in meta[b"facesurv.stand_in"] and b"random" in meta[b"facesurv.stand_in"]
+    assert json.loads(meta[b"facesurv.provenance"])["run_key"] == row["run_key"]
 
     with open(out / "failures.csv", newline="") as fh:
         failures = list(csv.DictReader(fh))
@@ -97,3 +101,21 @@ def test_project_bad_space(workspace, tmp_path, capsys):
     code = main(["project", str(tmp_path / "a"), str(tmp_path / "out"), "--space", "q",
                  "--workspace", str(workspace.root)])
     assert code == 2 and "projection.space" in capsys.readouterr().err
+
+
+def test_a_perceptual_loss_names_its_network_and_keys_the_shards(workspace, rendered_photos, stlpips, tmp_path, capsys):
+    ws = _tiny_workspace(workspace)
+    aligned, out = tmp_path / "aligned", tmp_path / "out"
+    _photos(aligned, rendered_photos[1], 2)
+    args = ["project", str(aligned), str(out), "--loss", "mse+perceptual", "--steps", "2", "--workspace", str(ws.root)]
+    assert main(args) == 0
+    assert "perceptual network: " in capsys.readouterr().err          # the stand-in weights are announced
+    row = pq.read_table(out / "latents.parquet").slice(0, 1).to_pylist()[0]
+    assert (row["perceptual_network"], row["perceptual_sha256"], row["perceptual_is_stand_in"]) == \
+        ("stlpips", stlpips[1].sha256, True)
+    assert np.isfinite(row["perceptual_loss"])
+    assert main(args) == 0 and "2 reused from shards" in capsys.readouterr().out
+    raw = yaml.safe_load(ws.params_path.read_text())
+    raw["perceptual"]["resize"] = 128                                 # the same weights, another distance
+    ws.params_path.write_text(yaml.safe_dump(raw))
+    assert main(args) == 0 and "(2 projected, 0 reused from shards)" in capsys.readouterr().out

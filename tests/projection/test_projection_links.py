@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from embedding.project_batch import PhotoInput, load_photo, project_photos
+from embedding.project_batch import PhotoInput, Projection, load_photo, project_photos
 from facesurv.cli.project_cmd import list_photos
 from ground.errors import DataError
 
@@ -40,18 +40,18 @@ def aligned(rendered_photos, tmp_path: Path) -> Path:
     return d
 
 
+SETTINGS = dict(space="w", loss="mse", **FAST)
 EXPECTED = {"outlink": "is a symbolic link", "inlink": "is a symbolic link", "hard": "is a hard link",
             "pipe": "is a FIFO", "null": "is a symbolic link"}
 
 
 @pytest.mark.timeout(120)
 def test_links_and_special_files_fail_with_the_reason(tiny_generator, aligned: Path, tmp_path: Path) -> None:
-    G, _ = tiny_generator
     photos, quarantined = list_photos(aligned)
     assert sorted(pid for pid, _ in photos) == sorted(["plain", *EXPECTED]) and quarantined == 0
-    run = project_photos(G, [PhotoInput(pid, path, root=str(aligned)) for pid, path in photos],
-                         shard_dir=tmp_path / "shards", generator_sha256="g" * 64,
-                         settings=dict(space="w", loss="mse", **FAST), batch_size=2, seed=0)
+    run = project_photos(Projection(*tiny_generator, SETTINGS, seed=0),
+                         [PhotoInput(pid, path, root=str(aligned)) for pid, path in photos],
+                         shard_dir=tmp_path / "shards", batch_size=2)
     assert [r.photo_id for r in run.results] == ["plain"]
     reasons = {f.photo_id: f.reason for f in run.failures}
     assert set(reasons) == set(EXPECTED)
@@ -81,12 +81,11 @@ def test_a_linked_manifest_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_manifest_row_pointing_outside_fails_unread(tiny_generator, aligned: Path, tmp_path: Path) -> None:
-    G, _ = tiny_generator
     _manifest(aligned / "manifest.csv", [{"photo_id": "esc", "status": "aligned",
                                           "output_file": "../outside/face.png"}])
     photos, _ = list_photos(aligned)
-    run = project_photos(G, [PhotoInput(pid, path, root=str(aligned)) for pid, path in photos],
-                         shard_dir=tmp_path / "shards", generator_sha256="g" * 64,
-                         settings=dict(space="w", loss="mse", **FAST), batch_size=2, seed=0)
+    run = project_photos(Projection(*tiny_generator, SETTINGS, seed=0),
+                         [PhotoInput(pid, path, root=str(aligned)) for pid, path in photos],
+                         shard_dir=tmp_path / "shards", batch_size=2)
     assert not run.results
     assert [f.photo_id for f in run.failures] == ["esc"] and "is outside" in run.failures[0].reason

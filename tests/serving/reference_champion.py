@@ -43,26 +43,29 @@ def register_reference_champion(root: Path, *, model_name: str, horizons=(365, 1
     state_file = root / "estimator.json"
     state_file.write_text(json.dumps(state), encoding="utf-8")
 
+    from training.runs import scoped_tracking_uri
+
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    exp = mlflow.create_experiment("serving-reference", artifact_location=(root / "artifacts").as_uri())
-    example = df[FEATURES].head(3)
-    out = {"risk_score": np.zeros(3), "risk_percentile": np.zeros(3),
-           **{f"survival_{h}d": np.zeros(3) for h in horizons}}
-    import pandas as pd
+    # a plain MLflow user's fluent calls, with the process-wide URI put back afterwards: a test
+    # that leaves it set hides a library that forgets to pass its own
+    with scoped_tracking_uri(uri):
+        exp = mlflow.create_experiment("serving-reference", artifact_location=(root / "artifacts").as_uri())
+        example = df[FEATURES].head(3)
+        out = {"risk_score": np.zeros(3), "risk_percentile": np.zeros(3),
+               **{f"survival_{h}d": np.zeros(3) for h in horizons}}
+        import pandas as pd
 
-    from training.integrity import logged_model_manifest, manifest_tags
+        from training.integrity import logged_model_manifest, manifest_tags
 
-    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
-    with mlflow.start_run(experiment_id=exp) as run:
-        info = mlflow.pyfunc.log_model(name="model", python_model=str(CODE), artifacts={"estimator": str(state_file)},
-                                       signature=infer_signature(example, pd.DataFrame(out)),
-                                       # explicit: skips MLflow's requirement inference (a slow subprocess)
-                                       pip_requirements=["mlflow", "scikit-survival", "pandas"])
-        files = logged_model_manifest(info.model_id, tracking_uri=uri,
-                                      written={"artifacts/estimator.json": state_file, CODE.name: CODE})
-    client.create_registered_model(model_name)
-    mv = client.create_model_version(model_name, info.model_uri, run_id=run.info.run_id, tags=manifest_tags(files))
-    client.set_registered_model_alias(model_name, "champion", mv.version)
+        client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+        with mlflow.start_run(experiment_id=exp) as run:
+            info = mlflow.pyfunc.log_model(name="model", python_model=str(CODE), artifacts={"estimator": str(state_file)},
+                                           signature=infer_signature(example, pd.DataFrame(out)),
+                                           # explicit: skips MLflow's requirement inference (a slow subprocess)
+                                           pip_requirements=["mlflow", "scikit-survival", "pandas"])
+            files = logged_model_manifest(info.model_id, tracking_uri=uri,
+                                          written={"artifacts/estimator.json": state_file, CODE.name: CODE})
+        client.create_registered_model(model_name)
+        mv = client.create_model_version(model_name, info.model_uri, run_id=run.info.run_id, tags=manifest_tags(files))
+        client.set_registered_model_alias(model_name, "champion", mv.version)
     return uri

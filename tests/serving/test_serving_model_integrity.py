@@ -89,7 +89,10 @@ def test_legacy_champion_without_manifest_is_refused(own_registry):
 
     c = own_registry.client
     v1 = c.get_model_version(MODEL_NAME, "1")
-    legacy = c.create_model_version(MODEL_NAME, v1.source, run_id=v1.run_id)  # registered with no hashes
+    from training.runs import scoped_tracking_uri
+
+    with scoped_tracking_uri(own_registry.uri):  # MLflow resolves a models:/ source through the global URI
+        legacy = c.create_model_version(MODEL_NAME, v1.source, run_id=v1.run_id)  # registered with no hashes
     c.set_registered_model_alias(MODEL_NAME, "legacy", legacy.version)
     with pytest.raises(ArtifactIntegrityError, match=r"has no recorded artifact manifest.*retrain"):
         load_champion(MODEL_NAME, tracking_uri=own_registry.uri, alias="legacy")
@@ -113,16 +116,20 @@ def test_facesurv_serve_refuses_a_pickle_payload_and_never_runs_it(own_registry,
 
 def test_loading_the_champion_leaves_mlflows_global_uris_alone(own_registry, tmp_path):
     import mlflow
+    from mlflow.tracking._model_registry import utils as registry_state
+    from mlflow.tracking._tracking_service import utils as tracking_state
 
     from serving.scoring import load_champion
+    from training.runs import scoped_tracking_uri
 
     elsewhere = (tmp_path / "elsewhere").as_uri()
-    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    mlflow.set_tracking_uri(elsewhere)
-    mlflow.set_registry_uri(elsewhere)
-    try:
-        load_champion(MODEL_NAME, tracking_uri=own_registry.uri)
-        assert (mlflow.get_tracking_uri(), mlflow.get_registry_uri()) == (elsewhere, elsewhere)
-    finally:
-        mlflow.set_tracking_uri(before[0])
-        mlflow.set_registry_uri(before[1])
+    registry_before = registry_state._registry_uri  # "never set" must come back as never set
+    with scoped_tracking_uri(elsewhere):
+        mlflow.set_registry_uri(elsewhere)
+        try:
+            load_champion(MODEL_NAME, tracking_uri=own_registry.uri)
+            assert (mlflow.get_tracking_uri(), mlflow.get_registry_uri()) == (elsewhere, elsewhere)
+        finally:
+            registry_state._registry_uri = registry_before
+            os.environ.pop("MLFLOW_REGISTRY_URI", None)
+    assert tracking_state._tracking_uri != elsewhere

@@ -12,13 +12,13 @@ pytestmark = pytest.mark.slow
 
 
 def test_serves_the_promoted_training_champion(champion_registry, params, repo_root, tmp_path, auth):
+    from facesurv.components import Components
     from features.cohort import covariate_columns
     from ground.workspace import Workspace
     from serving.app import create_app
     from serving.auth import TokenStore
     from serving.ledger import SQLiteLedger
     from serving.scoring import DataFrameFeatureReader, LineageContext, Scorer, load_champion
-    from facesurv.components import Components
     from tests.serving.conftest import TOKEN
     from training.pipeline import train
     from training.registry import promote
