@@ -135,6 +135,15 @@ class Projection:
                            "settings": prov["settings"]}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()
 
+    def run(self, images: Any, photo_sha256: Sequence[str]) -> Any:
+        """embedding.projection.project on (N, 3, R, R) images in [-1, 1], each photo seeded by its
+        sha256: the one projection call of the batch driver and of photo scoring."""
+        from embedding.projection import project, stable_seed
+
+        return (self.project_fn or project)(
+            self.G, images, seed=[stable_seed(self.seed, h) for h in photo_sha256], perceptual=self.perceptual,
+            device=self.device, mixed_precision=self.mixed_precision, stats=self.statistics(), **self.settings)
+
     def statistics(self) -> Any:
         if self.stats is None:
             from embedding.projection import latent_statistics
@@ -275,8 +284,6 @@ def project_batch(projection: Projection, batch: Sequence[PhotoInput], *,
                   shard_dir: str | os.PathLike) -> tuple[Path | None, list[PhotoFailure]]:
     """Project one planned batch (photos with their sha256) and write its shard; returns the shard
     (None when no photo could be decoded) and the photos that could not be."""
-    from embedding.projection import project, stable_seed
-
     images, good, failures = [], [], []
     for p in batch:
         try:
@@ -287,10 +294,7 @@ def project_batch(projection: Projection, batch: Sequence[PhotoInput], *,
     if not good:
         return None, failures
     hashes = [str(p.sha256) for p in good]
-    res = (projection.project_fn or project)(
-        projection.G, np.stack(images), seed=[stable_seed(projection.seed, h) for h in hashes],
-        perceptual=projection.perceptual, device=projection.device, mixed_precision=projection.mixed_precision,
-        stats=projection.statistics(), **projection.settings)
+    res = projection.run(np.stack(images), hashes)
     key = projection.key
     arrays = {"photo_id": np.array([p.photo_id for p in good]), "photo_sha256": np.array(hashes),
               "latent": np.asarray(res.latents), "w": np.asarray(res.w),

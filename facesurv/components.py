@@ -125,16 +125,23 @@ class Components:
             raise ConfigError("this needs a workspace: pass --workspace or set FACESURV_WORKSPACE")
         return self.ws
 
-    def photo_pipeline(self) -> Any:
-        """serving.photo.PhotoPipeline with this process's models on params.projection.device."""
-        from serving.photo import PhotoPipeline
+    def projection(self, *, with_stats: bool = True, project_fn: Any = None) -> Any:
+        """The one projection engine (embedding.project_batch.Projection) for params.projection on
+        this machine's device. with_stats False: for planning only (its run key), so the latent
+        statistics are not drawn."""
+        from embedding.project_batch import Projection
 
         device = self.device
-        G, info = self.generator(device=device)
-        net, pinfo = self.perceptual(device=device)
-        return PhotoPipeline(self.params, aligner=self.aligner, generator=G, generator_info=info,
-                             perceptual=net, perceptual_info=pinfo, stats=self.latent_stats(device=device),
-                             device=device)
+        return Projection.configured(self.params.projection, self.generator(device=device),
+                                     self.perceptual(device=device), device=device,
+                                     stats=self.latent_stats(device=device) if with_stats else None,
+                                     project_fn=project_fn)
+
+    def photo_pipeline(self) -> Any:
+        """serving.photo.PhotoPipeline: this process's aligner and projection engine."""
+        from serving.photo import PhotoPipeline
+
+        return PhotoPipeline(self.params, aligner=self.aligner, projection=self.projection())
 
 
 _SHARED: dict[tuple[str, str], Components] = {}

@@ -77,11 +77,7 @@ def _project_then_checkpoint(*args: Any, **kwargs: Any) -> Any:
 def projection(ws: Workspace, params: Params, *, projecting: bool = False) -> Projection:
     """params' projection on projection.device as this process sees it (auto: CUDA when it has one);
     the models and the latent statistics are loaded once per process."""
-    parts = components(ws, params)
-    device = parts.device
-    return Projection.configured(params.projection, parts.generator(device=device), parts.perceptual(device=device),
-                                 device=device, stats=parts.latent_stats(device=device) if projecting else None,
-                                 project_fn=_project_then_checkpoint)
+    return components(ws, params).projection(with_stats=projecting, project_fn=_project_then_checkpoint)  # type: ignore[no-any-return]
 
 
 def pending_batches(ws: Workspace, params: Params) -> Plan:

@@ -79,7 +79,7 @@ def project(
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Embed every aligned photo as a StyleGAN2 latent by gradient descent (resumable: reruns skip finished batches)."""
-    from embedding.project_batch import PhotoInput, Projection, project_photos
+    from embedding.project_batch import PhotoInput, project_photos
     from facesurv.components import components
     from features.latents import latent_table, stand_in_statement
     from ground.atomic import atomic_path, ensure_writable_dir
@@ -96,10 +96,8 @@ def project(
                         f"{f' ({quarantined} quarantined by alignment)' if quarantined else ''}")
     ensure_writable_dir(out_dir)
     # the flow's models, device and run key: a photo gets the latent the nightly flow gives it
-    parts = components(ws, params)
-    device = parts.device
-    projection = Projection.configured(pp, parts.generator(device=device), parts.perceptual(device=device),
-                                       device=device)
+    projection = components(ws, params).projection(with_stats=False)  # drawn by the first batch, if any
+    device = projection.device
     for line in stand_in_statement(projection.provenance).split(" | "):
         console.print(f"[yellow]warning:[/yellow] {line}" if "STAND-IN" in line or "random" in line.lower() else line,
                       highlight=False)
