@@ -137,33 +137,16 @@ def stage_cohort(ctx: DemoContext) -> str:
 
 
 def patients_needed(params: Params) -> tuple[int, str] | None:
-    """None when the base has the patients asked for and their training part holds enough
-    events for the clinical CoxPH by training's own rule (training.min_events_per_feature per
-    one-hot clinical feature); otherwise (patients to use instead, why)."""
-    import math
-
+    """training.preprocess.patients_for_events on the configured base: None when the cohort holds
+    enough events for the clinical CoxPH, else (patients to use instead, why)."""
     from features.cohort import import_cohort
-    from training.preprocess import Preprocessor, check_events_per_feature, clinical_feature_columns
+    from training.preprocess import patients_for_events
 
     c, t = params.cohort, params.training
     df = import_cohort(c.base, seed=c.seed, admission_start=c.admission_start,
                        admission_span_days=c.admission_span_days, record_lag_days=c.record_lag_days)
-    if params.synth.patients > len(df):
-        return len(df), f"{c.base} has {len(df)} patients, fewer than the {params.synth.patients} asked for"
-    features = Preprocessor(*clinical_feature_columns(df, base=c.base)).fit(df).n_features
-    rate = float(df["event"].mean())  # the drawn outcomes keep the base's event rate
-    patients = params.synth.patients or len(df)
-    try:
-        check_events_per_feature(int(patients * rate * (1 - t.test_fraction)), features,
-                                 minimum=t.min_events_per_feature, model="coxph_clinical")
-        return None
-    except DataError:
-        pass
-    needed = math.ceil(t.min_events_per_feature * features / (1 - t.test_fraction))
-    why = (f"{c.base}: {patients} patients hold about {patients * rate:.0f} events ({rate:.0%} event rate), "
-           f"too few for {features} clinical features at {t.min_events_per_feature:g} events each "
-           f"(the dataset has {len(df)})")
-    return min(len(df), math.ceil(needed / rate * 1.1)), why
+    return patients_for_events(df, base=c.base, patients=params.synth.patients, test_fraction=t.test_fraction,
+                               min_events_per_feature=t.min_events_per_feature)
 
 
 def check_enough_events(params: Params) -> None:
@@ -329,6 +312,7 @@ def _f(x: Any) -> float | None:
 def report_inputs(ctx: DemoContext) -> ReportInputs:
     import pandas as pd
 
+    from features.contracts import summarize_runs
     from training.retention import retention_vs_oracle
 
     state = ctx.state
@@ -339,7 +323,7 @@ def report_inputs(ctx: DemoContext) -> ReportInputs:
         ret_oracle = retention_vs_oracle(models["embedding_coxph"]["c_index"], models["oracle_embedding"]["c_index"])
     synth, results = state.synth, state.results
     assets = asset_statements(ctx)
-    contracts = contract_rows(ctx.ws)
+    contracts = summarize_runs(ctx.ws.artifacts_dir)
     notes = [
         "Cross-fitted table: every model is fitted on the other folds and scores the held-out fold, over all "
         "embedded patients; the ceilings are the C-indices of the true log-hazards on the same patients (no model). "
@@ -388,6 +372,7 @@ def alignment_audit(ctx: DemoContext) -> dict[str, Any] | None:
     (race group is read from the face labels for this audit only; it is never a model input)."""
     import pandas as pd
 
+    from features.fairness import aligned_by_group
     from flows.embedding_steps import read_manifest
 
     manifest = read_manifest(ctx.ws)
@@ -397,19 +382,7 @@ def alignment_audit(ctx: DemoContext) -> dict[str, Any] | None:
     faces = pd.read_parquet(path, columns=["photo_id", "photo_sex", "race_group"])
     status = manifest.drop_duplicates("photo_id", keep="last").set_index("photo_id")["status"].astype(str)
     faces["aligned"] = faces["photo_id"].map(status).eq("aligned")
-    return audit_by_group(faces, ("photo_sex", "race_group"))
-
-
-def audit_by_group(frame: Any, columns: tuple[str, ...]) -> dict[str, Any]:
-    """{"overall": {photos, aligned, rate}, column: {group: {...}}} from a boolean `aligned` column."""
-    def counts(part: Any) -> dict[str, Any]:
-        n, k = int(len(part)), int(part["aligned"].sum())
-        return {"photos": n, "aligned": k, "quarantined": n - k, "rate": round(k / n, 4) if n else None}
-
-    out: dict[str, Any] = {"overall": counts(frame)}
-    for col in columns:
-        out[col] = {str(g): counts(part) for g, part in frame.groupby(col, sort=True)}
-    return out
+    return aligned_by_group(faces, ("photo_sex", "race_group"))
 
 
 def _registry_metrics(ctx: DemoContext) -> dict[str, dict[str, Any]]:
@@ -455,27 +428,6 @@ def asset_statements(ctx: DemoContext) -> list[tuple[str, str]]:
     except Exception as exc:  # noqa: BLE001 - a report line, not a stage
         out.append(("Landmark model", f"dlib {p.align.landmarks}-point shape predictor (not inspected: {exc})"))
     return out
-
-
-def contract_rows(ws: Workspace) -> list[dict[str, Any]]:
-    """One row per data contract, summed over its runs found in the workspace (results.json
-    files): the latents contract runs once per projection batch."""
-    merged: dict[str, dict[str, Any]] = {}
-    for path in sorted(ws.artifacts_dir.rglob("results.json")):
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        summary = data.get("summary", data)
-        if not isinstance(summary, dict) or "rows" not in summary:
-            continue
-        name = summary.get("kind") or path.parent.parent.name
-        m = merged.setdefault(name, {"name": name, "rows": 0, "valid": 0, "quarantined": 0, "passed": True})
-        rows, failing = summary.get("rows", 0), summary.get("failing", 0)
-        for k, v in (("rows", rows), ("valid", rows - failing), ("quarantined", failing)):
-            m[k] += int(v or 0)
-        m["passed"] = m["passed"] and bool(summary.get("passed"))
-    return list(merged.values())
 
 
 # --- the driver ---------------------------------------------------------------------------------

@@ -166,5 +166,30 @@ def check_events_per_feature(n_events: int, n_features: int, *, minimum: float, 
         )
 
 
+def patients_for_events(df: pd.DataFrame, *, base: str, patients: int, test_fraction: float,
+                        min_events_per_feature: float) -> tuple[int, str] | None:
+    """None when `patients` drawn from the cohort `df` (0: all of them) leave the training part
+    enough events for the clinical CoxPH by check_events_per_feature; otherwise (the patients to
+    use instead, capped at the cohort's size, and why). The drawn outcomes keep df's event rate."""
+    import math
+
+    if patients > len(df):
+        return len(df), f"{base} has {len(df)} patients, fewer than the {patients} asked for"
+    features = Preprocessor(*clinical_feature_columns(df, base=base)).fit(df).n_features
+    rate = float(df["event"].mean())
+    patients = patients or len(df)
+    try:
+        check_events_per_feature(int(patients * rate * (1 - test_fraction)), features,
+                                 minimum=min_events_per_feature, model="coxph_clinical")
+        return None
+    except DataError:
+        pass
+    needed = math.ceil(min_events_per_feature * features / (1 - test_fraction))
+    why = (f"{base}: {patients} patients hold about {patients * rate:.0f} events ({rate:.0%} event rate), "
+           f"too few for {features} clinical features at {min_events_per_feature:g} events each "
+           f"(the dataset has {len(df)})")
+    return min(len(df), math.ceil(needed / rate * 1.1)), why
+
+
 def as_tuple(cols: Sequence[str]) -> tuple[str, ...]:
     return tuple(str(c) for c in cols)

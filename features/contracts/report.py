@@ -6,6 +6,7 @@ import html
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -46,6 +47,26 @@ def save_contract_outputs(result: ContractResult, out_dir: Path | str) -> dict[s
         tmp.write_text(render_html(result, out_dir), encoding="utf-8")
     paths["report"] = out_dir / "report.html"
     return paths
+
+
+def summarize_runs(root: Path | str) -> list[dict[str, Any]]:
+    """One row per contract kind ({name, rows, valid, quarantined, passed}), summed over every run
+    saved under `root` (their results.json): the latents contract runs once per projection shard."""
+    merged: dict[str, dict[str, Any]] = {}
+    for path in sorted(Path(root).rglob("results.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        summary = data.get("summary", data) if isinstance(data, dict) else None
+        if not isinstance(summary, dict) or "rows" not in summary:
+            continue
+        name = summary.get("kind") or path.parent.parent.name
+        m = merged.setdefault(name, {"name": name, "rows": 0, "valid": 0, "quarantined": 0, "passed": True})
+        rows, failing = int(summary.get("rows") or 0), int(summary.get("failing") or 0)
+        m["rows"], m["valid"], m["quarantined"] = m["rows"] + rows, m["valid"] + rows - failing, m["quarantined"] + failing
+        m["passed"] = m["passed"] and bool(summary.get("passed"))
+    return list(merged.values())
 
 
 def render_html(result: ContractResult, out_dir: Path) -> str:

@@ -68,18 +68,6 @@ def test_real_faces_report_alignment_per_group_and_no_face_only_retention(tmp_pa
     assert metrics_json(inputs)["alignment"]["race_group"]["black"]["rate"] == 0.75
 
 
-def test_alignment_audit_counts_per_group() -> None:
-    import pandas as pd
-
-    from demo.runner import audit_by_group
-
-    frame = pd.DataFrame({"photo_sex": ["female", "female", "male"], "race_group": ["a", "b", "a"],
-                          "aligned": [True, False, True]})
-    got = audit_by_group(frame, ("photo_sex", "race_group"))
-    assert got["overall"] == {"photos": 3, "aligned": 2, "quarantined": 1, "rate": 0.6667}
-    assert got["race_group"]["b"] == {"photos": 1, "aligned": 0, "quarantined": 1, "rate": 0.0}
-
-
 def test_metrics_json_has_the_stable_layout() -> None:
     m = metrics_json(_inputs())
     assert set(m) >= {"base", "patients", "seed", "cohort", "models", "retention", "retention_vs_oracle",
@@ -119,22 +107,6 @@ def test_a_stage_is_broken_down_into_its_parts(tmp_path: Path) -> None:
     at = md.index("| cohort | done | 1.2 |")
     assert md[at + 1:at + 3] == ["| &nbsp;&nbsp;↳ projection | | 1.0 |", "| &nbsp;&nbsp;↳ alignment | | 0.2 |"]
     assert "↳ projection</td><td></td><td>1.0</td>" in paths["index.html"].read_text()
-
-
-def test_contract_rows_merge_batches(tmp_path: Path) -> None:
-    from demo.runner import contract_rows
-    from ground.workspace import Workspace
-
-    ws = Workspace(tmp_path)
-    for i, (kind, rows, failing) in enumerate([("latents", 32, 0), ("latents", 10, 2), ("clinical", 5, 0)]):
-        d = ws.artifacts_dir / "contracts" / kind / str(i)
-        d.mkdir(parents=True)
-        passed = failing == 0
-        (d / "results.json").write_text(json.dumps({"summary": {"kind": kind, "rows": rows, "failing": failing,
-                                                                "passed": passed}}))
-    got = {r["name"]: r for r in contract_rows(ws)}
-    assert got["latents"] == {"name": "latents", "rows": 42, "valid": 40, "quarantined": 2, "passed": False}
-    assert got["clinical"]["rows"] == 5 and got["clinical"]["passed"] is True
 
 
 def test_demo_refuses_early_when_the_cohort_has_too_few_events(params) -> None:
