@@ -10,7 +10,7 @@
     -> health and age grids -> report (report/index.html, report.md, metrics.json)
 
 Each stage is a function of a shared context, whose DemoState carries what the earlier stages
-found; a stage whose library is missing raises NotAvailableError and is listed as not
+found; a stage that lacks an asset it needs raises NotAvailableError and is listed as not
 available, never faked.
 """
 
@@ -170,7 +170,8 @@ def stage_nightly(ctx: DemoContext) -> str:
     _configure_prefect(ctx)
     summary = nightly_embedding(str(ctx.ws.root))
     ctx.state.nightly = summary
-    keys = ("new_photos", "aligned", "quarantined", "projected", "latent_rows", "clinical_rows", "materialized")
+    keys = ("new_photos", "aligned", "quarantined", "projection_batches", "clinical_rows_written",
+            "latent_rows_written", "materialized")
     shown = ", ".join(f"{k} {summary[k]}" for k in keys if k in summary)
     return f"flow run {summary.get('flow_run_id', '?')}: {shown}; data rev {str(summary.get('data_rev'))[:10]}"
 

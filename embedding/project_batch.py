@@ -284,6 +284,9 @@ def project_batch(projection: Projection, batch: Sequence[PhotoInput], *,
                   shard_dir: str | os.PathLike) -> tuple[Path | None, list[PhotoFailure]]:
     """Project one planned batch (photos with their sha256) and write its shard; returns the shard
     (None when no photo could be decoded) and the photos that could not be."""
+    unplanned = [p.photo_id for p in batch if not p.sha256]
+    if unplanned:  # the hash seeds the photo and names it in the shard: never guessed here
+        raise ValueError(f"photos without a sha256 (plan() gives every photo its hash): {', '.join(unplanned[:3])}")
     images, good, failures = [], [], []
     for p in batch:
         try:

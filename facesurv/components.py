@@ -12,9 +12,9 @@ functions, so importing it is cheap) and nothing above it.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,11 +32,15 @@ class Components:
     ws: Workspace | None
     params: Params
     _cache: dict[Any, Any] = field(default_factory=dict, repr=False)
+    # re-entrant: a part's build asks for others (the statistics need the generator); one lock
+    # so two tasks on one worker's threads never load the same model twice
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     def _once(self, key: Any, build: Any) -> Any:
-        if key not in self._cache:
-            self._cache[key] = build()
-        return self._cache[key]
+        with self._lock:
+            if key not in self._cache:
+                self._cache[key] = build()
+            return self._cache[key]
 
     def setting_path(self, value: str | os.PathLike | None) -> Path | None:
         if self.ws is not None:
@@ -138,13 +142,17 @@ class Components:
                                      project_fn=project_fn)
 
     def photo_pipeline(self) -> Any:
-        """serving.photo.PhotoPipeline: this process's aligner and projection engine."""
-        from serving.photo import PhotoPipeline
+        """serving.photo.PhotoPipeline: this process's aligner and projection engine. One per
+        Components, since its lock is what keeps the shared dlib aligner to one photo at a time."""
+        def build() -> Any:
+            from serving.photo import PhotoPipeline
 
-        return PhotoPipeline(self.params, aligner=self.aligner, projection=self.projection())
+            return PhotoPipeline(aligner=self.aligner, projection=self.projection())
+        return self._once("photo_pipeline", build)
 
 
 _SHARED: dict[tuple[str, str], Components] = {}
+_SHARED_LOCK = threading.Lock()
 
 
 def components(ws: Workspace | None, params: Params | None = None) -> Components:
@@ -155,12 +163,13 @@ def components(ws: Workspace | None, params: Params | None = None) -> Components
         if ws is None:
             raise ConfigError("components need params or a workspace to read them from")
         params = ws.load_params()
-    key = (str(ws.root) if ws else "", json.dumps(dataclasses.asdict(params), sort_keys=True, default=str))
-    if key not in _SHARED:
-        while len(_SHARED) >= 2:
-            _SHARED.pop(next(iter(_SHARED)))
-        _SHARED[key] = Components(ws, params)
-    return _SHARED[key]
+    key = (str(ws.root.resolve()) if ws else "", json.dumps(params.to_dict(), sort_keys=True, default=str))
+    with _SHARED_LOCK:
+        if key not in _SHARED:
+            while len(_SHARED) >= 2:
+                _SHARED.pop(next(iter(_SHARED)))
+            _SHARED[key] = Components(ws, params)
+        return _SHARED[key]
 
 
 @dataclass
@@ -214,10 +223,15 @@ def build_server(ws: Workspace, params: Params, *, env: dict[str, str] | None = 
     # signs every record with the ledger key and anchors to a file outside the database
     ledger = open_ledger(ledger_target(ws, params), schema=params.serving.ledger_schema,
                          anchoring=anchor_settings(ws, params))
-    key = load_pseudonym_key(ws.root / "serving" / "pseudonym.key", env=env.get(PSEUDONYM_KEY_ENV))
-    app = create_app(scorer=scorer, ledger=ledger, tokens=tokens, settings=params.serving, pseudonym_key=key,
-                     clinical_base=params.cohort.base, age_range=(params.contracts.age_min, params.contracts.age_max),
-                     upload_dir=upload_dir(ws), max_batch=params.serving.max_batch)
+    try:
+        key = load_pseudonym_key(ws.root / "serving" / "pseudonym.key", env=env.get(PSEUDONYM_KEY_ENV))
+        app = create_app(scorer=scorer, ledger=ledger, tokens=tokens, settings=params.serving, pseudonym_key=key,
+                         clinical_base=params.cohort.base,
+                         age_range=(params.contracts.age_min, params.contracts.age_max),
+                         upload_dir=upload_dir(ws), max_batch=params.serving.max_batch)
+    except BaseException:
+        ledger.close()
+        raise
     return Server(app=app, ledger=ledger, ledger_location=ledger.describe(),
                   model=f"{model.name} v{model.version} (@{model.alias}, run {model.run_id})",
                   generated_token=generated, notes=notes)

@@ -24,7 +24,7 @@ from pathlib import Path
 from flows import embedding_steps, steps, training_steps
 from ground.atomic import atomic_path
 from ground.config import Params, load_params
-from ground.errors import FacesurvError
+from ground.errors import DataError, FacesurvError
 from ground.workspace import Workspace
 
 DEMO_FACE = "astronaut"  # scikit-image's public-domain portrait: the one photo that goes through alignment
@@ -59,7 +59,10 @@ def stage_project(ws: Workspace, params: Params) -> None:
     todo = embedding_steps.pending_batches(ws, params)
     failures = todo.failures + [f for b in todo.batches for f in embedding_steps.project_batch(ws, params, b)[1]]
     for f in failures:
-        print(f"warning: photo {f.photo_id} not projected: {f.reason}", file=sys.stderr)
+        print(f"photo {f.photo_id} not projected: {f.reason}", file=sys.stderr)
+    if failures:  # a stage that succeeded is cached by DVC: these photos would never be retried
+        raise DataError(f"{len(failures)} photo(s) could not be projected (listed above): replace or remove them "
+                        "and run `dvc repro` again")
 
 
 def stage_features(ws: Workspace, params: Params) -> None:

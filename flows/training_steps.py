@@ -74,11 +74,6 @@ def build_training_set(ws: Workspace, params: Params) -> Path:
 
 # --- training/ (issue 6) -------------------------------------------------------------------------
 
-def tracking_uri(ws: Workspace, params: Params) -> str:
-    """The workspace's MLflow store, its database created first when the profile's is absent."""
-    return components(ws, params).tracking_uri
-
-
 def train(ws: Workspace, params: Params, frame_path: Path, lineage: dict[str, Any]) -> Any:
     """training.pipeline.train: fit and evaluate on the frozen split (training.fit), then track
     in MLflow and register every model with alias `challenger` (training.record). The data
@@ -90,7 +85,7 @@ def train(ws: Workspace, params: Params, frame_path: Path, lineage: dict[str, An
     versions = {f"md5.{k}": v for k, v in (lineage.get("data_md5") or {}).items()}
     versions.update({"rev": lineage.get("data_rev") or "unversioned", "code": lineage.get("code_version", ""),
                      "params_hash": lineage.get("params_hash", "")})
-    return train_(pd.read_parquet(frame_path), params=params, tracking_uri=tracking_uri(ws, params),
+    return train_(pd.read_parquet(frame_path), params=params, tracking_uri=components(ws, params).tracking_uri,
                   data_versions=versions, feature_service=params.features.feature_service,
                   split_path=ws.artifacts_dir / "splits" / "test_split.json",
                   artifact_root=ws.mlflow_dir / "artifacts", out_dir=training_dir(ws) / "figures",
@@ -117,6 +112,6 @@ def promote(ws: Workspace, params: Params) -> dict[str, Any]:
     from training.registry import promote as promote_
 
     r = params.registry
-    decision = promote_(tracking_uri=tracking_uri(ws, params), model_name=r.model_name, metric=r.metric,
+    decision = promote_(tracking_uri=components(ws, params).tracking_uri, model_name=r.model_name, metric=r.metric,
                         margin=r.promote_margin, experiment=r.experiment, artifact_root=ws.mlflow_dir / "artifacts")
     return decision.to_dict() if hasattr(decision, "to_dict") else dict(vars(decision))

@@ -13,17 +13,16 @@ import hashlib
 import threading
 from typing import Any
 
-from ground.config import Params
 from serving.scoring import EmbeddedPhoto, PhotoRejected
 
 
 class PhotoPipeline:
     """Callable image bytes -> EmbeddedPhoto. One photo at a time (dlib objects are not thread-safe)."""
 
-    def __init__(self, params: Params, *, aligner: Any, projection: Any) -> None:
+    def __init__(self, *, aligner: Any, projection: Any) -> None:
         """aligner: embedding.align.Aligner; projection: embedding.project_batch.Projection, the
         flow's engine (facesurv.components builds both, as it does for the flow)."""
-        self.params, self.aligner, self.projection = params, aligner, projection
+        self.aligner, self.projection = aligner, projection
         self.generator_info = projection.generator_info
         self._lock = threading.Lock()
 

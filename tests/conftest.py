@@ -38,6 +38,19 @@ def require_server(name: str, host: str, port: int) -> None:
         pytest.skip(msg)
 
 
+STRAY_STORES = ("mlflow.db", "mlruns")  # what MLflow creates in the working directory without a URI
+
+
+@pytest.fixture(autouse=True)
+def no_store_in_the_working_directory():
+    """A library call that reaches MLflow without the workspace's tracking URI falls back to a store
+    in the current directory: the test that made one fails, naming it."""
+    before = {name for name in STRAY_STORES if (Path.cwd() / name).exists()}
+    yield
+    made = [name for name in STRAY_STORES if name not in before and (Path.cwd() / name).exists()]
+    assert not made, f"this test left MLflow's default store {made} in {Path.cwd()}: a call lacks its tracking URI"
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO

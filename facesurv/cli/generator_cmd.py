@@ -23,13 +23,6 @@ def _load(checkpoint):
         raise DataError(str(exc)) from None
 
 
-def load_workspace_generator(ws, params, *, device: str = "cpu"):
-    """The generator params.yaml selects -> (G, GeneratorInfo), from the composition root."""
-    from facesurv.components import components
-
-    return components(ws, params).generator(device=device)
-
-
 def _print_info(G, info, sha_label: str = "sha256") -> None:
     for key, value in info.config.items():
         out.print(f"{key}: {value}")
@@ -76,7 +69,9 @@ def info_(
     if path is not None:
         G, info = _load(path)
     else:
-        G, info = load_workspace_generator(*open_workspace(workspace))
+        from facesurv.components import components
+
+        G, info = components(*open_workspace(workspace)).generator()
     _print_info(G, info)
 
 
@@ -98,7 +93,9 @@ def sample(
     from ground.atomic import atomic_path
 
     ws, params = open_workspace(workspace)
-    G, info = load_workspace_generator(ws, params)
+    from facesurv.components import components
+
+    G, info = components(ws, params).generator()
     psi = params.generator.truncation_psi if truncation_psi is None else truncation_psi
     zs = torch.stack([torch.randn(G.z_dim, generator=torch.Generator().manual_seed(seed + i)) for i in range(count)])
     with torch.no_grad():

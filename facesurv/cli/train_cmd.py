@@ -65,12 +65,6 @@ def _quiet_mlflow() -> None:
     warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow(\.|$)")
 
 
-def _tracking_store(ws, params) -> str:
-    from facesurv.components import components
-
-    return components(ws, params).tracking_uri
-
-
 def train(
     data: DataOpt = None,
     no_register: Annotated[bool, typer.Option("--no-register", help="Track runs but register nothing.")] = False,
@@ -79,6 +73,7 @@ def train(
     """Train CoxPH, Coxnet, DeepSurv and the late fusion; evaluate with CIs; register as challenger."""
     from rich.table import Table
 
+    from facesurv.components import components
     from training.frame import load_training_frame
     from training.pipeline import train as run_training
     from training.table1 import table1_text_rows
@@ -87,7 +82,7 @@ def train(
     ws, params = open_workspace(workspace)
     path = data or _default_data(ws)
     df = load_training_frame(path)
-    uri = _tracking_store(ws, params)
+    uri = components(ws, params).tracking_uri
     out_dir = ws.artifacts_dir / "training"
     result = run_training(df, params=params, tracking_uri=uri, data_versions=_data_versions(ws, path),
                           feature_service=params.features.feature_service,
@@ -118,12 +113,13 @@ def train(
 
 def promote(workspace: WorkspaceOpt = None) -> None:
     """Move the `champion` alias to the challenger if it beats the champion on the same test split."""
+    from facesurv.components import components
     from training.registry import promote as run_promote
 
     _quiet_mlflow()
     ws, params = open_workspace(workspace)
     r = params.registry
-    d = run_promote(tracking_uri=_tracking_store(ws, params), model_name=r.model_name, metric=r.metric,
+    d = run_promote(tracking_uri=components(ws, params).tracking_uri, model_name=r.model_name, metric=r.metric,
                     margin=r.promote_margin, experiment=r.experiment, artifact_root=ws.mlflow_dir / "artifacts")
     verdict = "PROMOTED" if d.promoted else "KEPT"
     out.print(f"{verdict}: {d.model_name} challenger v{d.challenger_version} vs champion "

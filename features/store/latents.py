@@ -1,4 +1,5 @@
-"""Turn `facesurv project`'s latents.parquet into face_latent rows (patient, photo time, aligner)."""
+"""Turn the latent table (features.latents: `facesurv project`'s latents.parquet, or a projection
+shard read as that table) into face_latent rows (patient, photo time, aligner)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ def join_latents(latents: pd.DataFrame, clinical: pd.DataFrame, *, manifest: pd.
     """Attach patient_id, photo_taken_at (from clinical.csv) and aligner_version to latents.
 
     Args:
-        latents: rows of latents.parquet (photo_id, latent, ... photo_sha256).
+        latents: rows of the latent table (photo_id, latent, ... photo_sha256).
         clinical: clinical table with photo_id, patient_id, photo_taken_at.
         manifest: the alignment manifest (photo_id, status, aligner_version); wins over
             `aligner_version` for the photos it lists.

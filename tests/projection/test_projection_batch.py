@@ -14,6 +14,7 @@ from embedding.project_batch import (
     Projection,
     load_photo,
     plan,
+    project_batch,
     project_photos,
     read_shard,
 )
@@ -131,6 +132,8 @@ def test_bad_input_is_refused(tiny_generator, tmp_path):
         _run(tiny_generator, [PhotoInput("a", "x.png"), PhotoInput("a", "y.png")], tmp_path)
     with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
         project_photos(_projection(tiny_generator), [], shard_dir=tmp_path, batch_size=0)
+    with pytest.raises(ValueError, match=r"photos without a sha256 \(plan\(\) gives every photo its hash\): a"):
+        project_batch(_projection(tiny_generator), [PhotoInput("a", "x.png")], shard_dir=tmp_path)
 
 
 def test_same_content_projected_once(tiny_generator, rendered_photos, tmp_path):

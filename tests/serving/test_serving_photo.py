@@ -14,15 +14,21 @@ CLINICAL = {"age": "61", "estrec": "20", "pnodes": "3", "progrec": "40", "tsize"
 
 
 @pytest.fixture(scope="module")
-def pipeline(params):
+def quick_params(params):
+    return dataclasses.replace(params, projection=dataclasses.replace(params.projection, steps=2))
+
+
+@pytest.fixture(scope="module")
+def pipeline(quick_params):
     from facesurv.components import Components
 
-    quick = dataclasses.replace(params, projection=dataclasses.replace(params.projection, steps=2))
-    return Components(None, quick).photo_pipeline()
+    return Components(None, quick_params).photo_pipeline()
 
 
-def test_photo_scoring_records_photo_lineage_and_keeps_upload_for_retention(make_app, pipeline, auth,
+def test_photo_scoring_records_photo_lineage_and_keeps_upload_for_retention(make_app, pipeline, auth, quick_params,
                                                                              shared_dir, tmp_path):
+    from facesurv.components import Components
+
     photo = (shared_dir / "faces" / "astronaut.png").read_bytes()
     dogs = (shared_dir / "faces" / "dogs.jpg").read_bytes()
     uploads = tmp_path / "uploads"
@@ -44,8 +50,10 @@ def test_photo_scoring_records_photo_lineage_and_keeps_upload_for_retention(make
     assert len(inp["alignment"]["landmark_model_sha256"]) == 64
     assert inp["generator"]["is_random_init"] is True and len(inp["generator"]["sha256"]) == 64
     assert inp["projection"]["steps"] == 2 and inp["projection"]["final_loss"] > 0
-    # every projection setting the flow uses is the one the upload was projected with, and recorded
-    for key, value in pipeline.params.projection.project_options().items():
+    # the upload was projected by the flow's engine: the flow's run key, every setting recorded
+    flow_engine = Components(None, quick_params).projection(with_stats=False)
+    assert inp["projection"]["run_key"] == flow_engine.key
+    for key, value in quick_params.projection.project_options().items():
         assert inp["projection"][key] == value, key
     assert inp["clinical"]["age"] == 61.0 and inp["clinical"]["sex"] == "female"
     assert [p.name for p in uploads.iterdir()] == [f"{body['score_id']}.png"]
