@@ -4,43 +4,14 @@ verify the ledger, and show that tampering (on a copy of the ledger) is detected
 
 from __future__ import annotations
 
-import contextlib
 import os
-import socket
 import sqlite3
 import tempfile
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from ground.config import Params
 from ground.workspace import Workspace
-
-
-@contextlib.contextmanager
-def serve_in_thread(app: Any, host: str = "127.0.0.1") -> Iterator[str]:
-    """Run the app under uvicorn on a free loopback port in this process; yields the base URL."""
-    import uvicorn
-
-    sock = socket.socket()
-    sock.bind((host, 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the API server did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(15)
-        sock.close()
 
 
 def tamper_copy_detected(ledger_path: Path, score_id: str) -> tuple[str, ...]:
@@ -80,6 +51,7 @@ def score_through_api(ws: Workspace, params: Params, *, patient_id: str | None =
     from serving.audit import provenance_lines
     from serving.auth import TOKEN_ENV, new_token
     from serving.examples import curl_examples
+    from serving.threaded import serve_in_thread
 
     if patient_id is None:
         import pandas as pd

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import shutil
-import socket
-import threading
-import time
 from types import SimpleNamespace
 
 import pytest
@@ -83,25 +79,8 @@ def auth():
     return {"Authorization": f"Bearer {TOKEN}"}
 
 
-@contextlib.contextmanager
 def live_server(app):
     """Run the app under a real uvicorn on a free loopback port; yields the base URL."""
-    import uvicorn
+    from serving.threaded import serve_in_thread
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(15)
-        sock.close()
+    return serve_in_thread(app, start_timeout_s=30)
