@@ -346,7 +346,10 @@ def test_get_refuses_a_rehashed_record_and_a_broken_link(tmp_path, settings):
     _signed(path, settings, 4).close()
 
     def rehash(con):  # body and hash rewritten together: only the signature (and the next link) tell
-        body = con.execute("SELECT body FROM ledger WHERE seq = 2").fetchone()[0].replace("0.2", "0.9")
+        # the risk score only: a text replace of "0.2" could hit created_at too, a different finding
+        doc = json.loads(con.execute("SELECT body FROM ledger WHERE seq = 2").fetchone()[0])
+        doc["record"]["result"]["risk_score"] = 0.9
+        body = canonical_json(doc)
         con.execute("UPDATE ledger SET body = ?, hash = ? WHERE seq = 2", (body, sha256_text(body)))
 
     _attack(path, rehash)
