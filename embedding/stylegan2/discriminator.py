@@ -34,7 +34,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from embedding.stylegan2.generator import GeneratorConfig
-from embedding.stylegan2.layers import LRELU_GAIN, FullyConnected, bias_act, blur2d, make_fir_filter
+from embedding.stylegan2.layers import (
+    LRELU_GAIN,
+    FullyConnected,
+    bias_act,
+    blur2d,
+    make_fir_filter,
+    reset_seeded,
+)
 from embedding.stylegan2.synthesis import channels_at
 
 MBSTD_EPS = 1e-8
@@ -257,12 +264,7 @@ class Discriminator(nn.Module):
             self.reset_parameters(seed)
 
     def reset_parameters(self, seed: int) -> None:
-        gen = torch.Generator(device="cpu").manual_seed(int(seed))
-        # Fixed module order (registration order), so a seed always gives the same weights.
-        for module in self.modules():
-            reset = getattr(module, "reset_parameters", None) if module is not self else None
-            if reset is not None:
-                reset(gen)
+        reset_seeded(self, seed)
 
     def blocks(self) -> list[DiscriminatorBlock]:
         return [getattr(self, f"b{res}") for res in self.resolutions]

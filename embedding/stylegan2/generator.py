@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from embedding.stylegan2.layers import reset_seeded
 from embedding.stylegan2.mapping import MappingNetwork
 from embedding.stylegan2.synthesis import SynthesisNetwork, channels_at
 
@@ -110,12 +111,7 @@ class Generator(nn.Module):
             self.reset_parameters(seed)
 
     def reset_parameters(self, seed: int) -> None:
-        gen = torch.Generator(device="cpu").manual_seed(int(seed))
-        # Fixed module order (registration order), so a seed always gives the same weights.
-        for module in self.modules():
-            reset = getattr(module, "reset_parameters", None) if module is not self else None
-            if reset is not None:
-                reset(gen)
+        gen = reset_seeded(self, seed)
         # w_avg is a tracked statistic, not a weight: give the stand-in the value training's EMA converges
         # to (the mean w), so truncation and projections that start at w_avg start on the w distribution.
         with torch.no_grad():

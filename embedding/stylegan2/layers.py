@@ -20,6 +20,18 @@ RESAMPLE_KERNEL = (1.0, 3.0, 3.0, 1.0)
 _DEMOD_EPS = 1e-8
 
 
+def reset_seeded(root: nn.Module, seed: int) -> torch.Generator:
+    """Re-draw every sub-module's weights (each `reset_parameters(gen)`) from one CPU generator
+    seeded with `seed`, in registration order, so a seed always gives the same weights; returns
+    the generator for any further draws."""
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    for module in root.modules():
+        reset = getattr(module, "reset_parameters", None) if module is not root else None
+        if reset is not None:
+            reset(gen)
+    return gen
+
+
 def make_fir_filter(kernel=RESAMPLE_KERNEL, *, gain: float = 1.0) -> torch.Tensor:
     """Separable 2-D FIR filter from a 1-D kernel, normalised to sum to `gain`. Returns (k, k) float32."""
     k = torch.as_tensor(kernel, dtype=torch.float32)
