@@ -52,8 +52,8 @@ def latents(clin: pd.DataFrame, *, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame({
         "photo_id": clin["photo_id"], "latent": list(rng.standard_normal((n, 512)).astype(np.float32)),
         "space": "w", "steps": 100, "perceptual_loss": np.float32(0.3), "mse": np.float32(0.05),
-        "generator_sha256": "0" * 64, "generator_is_random_init": True, "perceptual_network": "stlpips",
-        "perceptual_is_stand_in": True,
+        "generator_sha256": "0" * 64, "generator_is_random_init": True, "generator_version": None,
+        "perceptual_network": "stlpips", "perceptual_is_stand_in": True,
         "photo_sha256": [hashlib.sha256(p.encode()).hexdigest() for p in clin["photo_id"]],
     })
 

@@ -169,11 +169,32 @@ def stage_nightly(ctx: DemoContext) -> str:
 
     _configure_prefect(ctx)
     summary = nightly_embedding(str(ctx.ws.root))
+    trained = ""
+    if ctx.params.demo.train_generator:
+        trained = train_demo_generator(ctx)
+        # the promoted generator has no latents yet: the next night embeds every photo again
+        summary = nightly_embedding(str(ctx.ws.root))
     ctx.state.nightly = summary
     keys = ("new_photos", "aligned", "quarantined", "projection_batches", "clinical_rows_written",
             "latent_rows_written", "materialized")
     shown = ", ".join(f"{k} {summary[k]}" for k in keys if k in summary)
-    return f"flow run {summary.get('flow_run_id', '?')}: {shown}; data rev {str(summary.get('data_rev'))[:10]}"
+    return (f"flow run {summary.get('flow_run_id', '?')}: {shown}; data rev {str(summary.get('data_rev'))[:10]}"
+            + trained)
+
+
+def train_demo_generator(ctx: DemoContext) -> str:
+    """demo.train_generator: train a generator on the aligned photos, promote it and make the
+    workspace embed with it (generator.checkpoint: models:/NAME@champion)."""
+    from flows.generator_steps import promote, train_generator
+    from ground.config import with_overrides
+
+    result = train_generator(ctx.ws, ctx.params, log=ctx.log)
+    promote(ctx.ws, ctx.params, result["version"])
+    name = ctx.params.generator_training.registered_name
+    ctx.params = with_overrides(ctx.params, generator={"checkpoint": f"models:/{name}@champion"})
+    _write_effective_params(ctx.ws, ctx.params)
+    return (f"; generator {name} v{result['version']} trained ({result['kimg']:g} kimg, {result['seconds']:.0f} s, "
+            f"KID {result['kid']:.4g}) and promoted, photos embedded again with it")
 
 
 def stage_train(ctx: DemoContext) -> str:

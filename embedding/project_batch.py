@@ -84,10 +84,10 @@ class PhotoFailure:
 @dataclass
 class Projection:
     """What decides a photo's latent. generator_info: GeneratorInfo (sha256, is_random_init, source,
-    description); perceptual_info: PerceptualInfo, required with a perceptual network. settings:
-    keyword options of `embedding.projection.project` (space, steps, loss, ...). stats: the
-    generator's latent statistics, drawn on first use when None. project_fn: `project` unless a
-    test or a crash test puts something around it."""
+    description; version when the registry named it); perceptual_info: PerceptualInfo, required with
+    a perceptual network. settings: keyword options of `embedding.projection.project` (space, steps,
+    loss, ...). stats: the generator's latent statistics, drawn on first use when None. project_fn:
+    `project` unless a test or a crash test puts something around it."""
 
     G: Any
     generator_info: Any
@@ -119,7 +119,10 @@ class Projection:
         g, p = self.generator_info, self.perceptual_info
         return {
             "format": SHARD_FORMAT,
-            "generator": {k: getattr(g, k) for k in ("sha256", "is_random_init", "source", "description")},
+            # version: the generator registry's name for the weights (None for a file, the stand-in, or an
+            # info object older than the field); lineage only, never part of the key
+            "generator": {**{k: getattr(g, k) for k in ("sha256", "is_random_init", "source", "description")},
+                          "version": getattr(g, "version", None)},
             "perceptual": None if p is None else {k: getattr(p, k) for k in
                                                   ("network", "sha256", "is_stand_in", "resize", "source", "description")},
             "settings": {**self.settings, "seed": self.seed, "mixed_precision": self.mixed_precision,
@@ -128,7 +131,9 @@ class Projection:
 
     @property
     def key(self) -> str:
-        """sha256 of everything that changes a photo's result (the device excepted: same algorithm)."""
+        """sha256 of everything that changes a photo's result (the device excepted: same algorithm).
+        The generator enters by its weights' sha256 only: its registry version is a name for those
+        weights, so renaming them reuses the shards."""
         prov = self.provenance
         perceptual = prov["perceptual"] and {k: prov["perceptual"][k] for k in ("network", "sha256", "resize")}
         blob = json.dumps({"format": SHARD_FORMAT, "generator": prov["generator"]["sha256"], "perceptual": perceptual,

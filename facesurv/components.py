@@ -12,6 +12,7 @@ functions, so importing it is cheap) and nothing above it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import threading
@@ -65,13 +66,32 @@ class Components:
             from embedding.stylegan2 import CheckpointError, GeneratorConfig, load_generator
 
             g = self.params.generator
+            registered = self.registered_generator()
+            path = registered.path if registered is not None else self.setting_path(g.checkpoint)
             try:
-                G, info = load_generator(self.setting_path(g.checkpoint), config=GeneratorConfig.from_params(g),
-                                         seed=g.seed)
+                G, info = load_generator(path, config=GeneratorConfig.from_params(g), seed=g.seed)
             except CheckpointError as exc:
                 raise DataError(str(exc)) from None
+            if registered is not None:
+                info = dataclasses.replace(info, version=registered.label, source=str(self.params.generator.checkpoint))
             return G.to(device), info
         return self._once(("generator", device), build)  # type: ignore[no-any-return]
+
+    def registered_generator(self) -> Any:
+        """training.generator_registry.RegisteredGenerator when generator.checkpoint names a registry
+        version (models:/NAME@ALIAS or models:/NAME/N), downloaded once into the workspace and
+        checked; None for a file or the stand-in."""
+        def build() -> Any:
+            from training.generator_registry import is_registry_uri, resolve_generator
+
+            uri = self.params.generator.checkpoint
+            if not is_registry_uri(uri):
+                return None
+            from mlflow import MlflowClient
+
+            return resolve_generator(MlflowClient(self.tracking_uri), str(uri),
+                                     cache_dir=self._ws().root / "generators" / "registry")
+        return self._once("registered_generator", build)
 
     def perceptual(self, *, device: str = "cpu") -> tuple[Any, Any]:
         """(network, PerceptualInfo) for params.perceptual, or (None, None) under the pixel loss,

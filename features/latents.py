@@ -17,6 +17,8 @@ validates and writes to the feature store). Columns, one row per photo:
     space, steps, loss         the projection settings that shape the latent
     perceptual_loss, mse, initial_loss, final_loss    (perceptual_loss is NaN without a network)
     generator_sha256, generator_is_random_init
+    generator_version          the generator registry's name for the weights ("facesurv-generator v3");
+                               null for a file, the stand-in, or provenance written before it was recorded
     perceptual_network, perceptual_sha256, perceptual_is_stand_in
                                "none", null and false under the pixel loss, which loads no network
     run_key                    the shards' key (embedding.project_batch.Projection.key)
@@ -106,6 +108,8 @@ def latent_table(rows: Sequence[Any], provenance: Mapping[str, Any]) -> Any:
         **{c: pa.array([float(getattr(r, c)) for r in rows], pa.float64()) for c in LOSS_COLUMNS},
         "generator_sha256": same(g["sha256"], pa.string()),
         "generator_is_random_init": same(bool(g["is_random_init"]), pa.bool_()),
+        # shards written before the registry existed have no "version": null, as for a file
+        "generator_version": same(g.get("version"), pa.string()),
         "perceptual_network": same(p["network"] if p else "none", pa.string()),
         "perceptual_sha256": same(p["sha256"] if p else None, pa.string()),
         "perceptual_is_stand_in": same(bool(p and p["is_stand_in"]), pa.bool_()),

@@ -20,6 +20,7 @@ from typing import Any
 from prefect import flow
 
 from embedding.project_batch import PhotoFailure
+from facesurv.components import components
 from features import inbox, store, versioning
 from flows import embedding_steps, steps
 from flows.faults import checkpoint
@@ -78,6 +79,13 @@ def run_projection(ws: Workspace, params: Params, *,
     """Project what has no latent yet for this run key; returns the shards written and the photos
     that could not be read or decoded (pending again next run, until they are fixed)."""
     todo = embedding_steps.pending_batches(ws, params)
+    pending = sum(len(b) for b in todo.batches)
+    _, info = components(ws, params).generator()
+    name = info.version or f"{'random-init stand-in' if info.is_random_init else 'generator'} {info.sha256[:12]}"
+    # a newly promoted generator has no latents yet: every photo is projected again, and the
+    # operator should see how many before the night's longest stage starts
+    print(f"projection with {name}: {pending} of {pending + len(todo.done)} photos have no latent for it yet"
+          + ("; projecting them" if pending else ""))
     if not todo.batches:
         return [], todo.failures
     runner = task_runner_for(params, dask_workers=dask_workers)

@@ -366,11 +366,66 @@ class ServingParams:
 
 
 @dataclass(frozen=True, config=_CONFIG)
+class GeneratorTrainingParams:
+    photos: str | None
+    start: str
+    kimg: float
+    batch_size: int
+    g_lr: float
+    d_lr: float
+    r1_gamma: float
+    pl_weight: float
+    style_mixing_prob: float
+    ema_kimg: float
+    ada_mode: str
+    ada_target: float
+    ada_p: float
+    ada_speed_kimg: float
+    augment_ops: str
+    tick_kimg: float
+    kid_fakes: int
+    kid_subsets: int
+    grid_samples: int
+    seed: int
+    device: str
+    mixed_precision: bool
+    registered_name: str
+    runs_dir: str
+
+    def __post_init__(self) -> None:
+        _check(self.start in ("scratch", "finetune"), "generator_training.start",
+               f"must be 'scratch' (a new generator of the generator section's architecture) or 'finetune' "
+               f"(continue from generator.checkpoint), got {self.start!r}")
+        _check(self.kimg > 0, "generator_training.kimg", "must be > 0 (thousands of real images shown in all)")
+        _check(self.batch_size >= 1, "generator_training.batch_size", "must be >= 1")
+        _check(self.g_lr > 0 and self.d_lr > 0, "generator_training.g_lr/d_lr", "must be > 0 (the paper: 0.002)")
+        _check(self.r1_gamma >= 0 and self.pl_weight >= 0, "generator_training.r1_gamma/pl_weight", "must be >= 0 (0 = off)")
+        _check(0 <= self.style_mixing_prob <= 1, "generator_training.style_mixing_prob", "must be in [0, 1]")
+        _check(self.ema_kimg >= 0, "generator_training.ema_kimg", "must be >= 0")
+        _check(self.ada_mode in ("ada", "fixed", "off"), "generator_training.ada_mode",
+               f"must be 'ada', 'fixed' or 'off', got {self.ada_mode!r}")
+        _check(0 < self.ada_target < 1, "generator_training.ada_target", "must be in (0, 1) (ADA: 0.6)")
+        _check(0 <= self.ada_p < 1, "generator_training.ada_p", "must be in [0, 1)")
+        _check(self.ada_mode != "off" or self.ada_p == 0, "generator_training.ada_p",
+               "must be 0 when ada_mode is 'off' (use ada_mode: fixed for a constant probability)")
+        _check(self.ada_speed_kimg > 0, "generator_training.ada_speed_kimg", "must be > 0")
+        _check(self.tick_kimg > 0, "generator_training.tick_kimg", "must be > 0")
+        _check(self.kid_fakes >= 2 and self.kid_subsets >= 1, "generator_training.kid_fakes/kid_subsets",
+               "must be >= 2 and >= 1")
+        _check(self.grid_samples >= 1, "generator_training.grid_samples", "must be >= 1")
+        _check(self.seed >= 0, "generator_training.seed", "must be >= 0")
+        _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "generator_training.device",
+               f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        _check(bool(self.registered_name.strip()), "generator_training.registered_name", "must not be empty")
+
+
+@dataclass(frozen=True, config=_CONFIG)
 class DemoParams:
     patients: int
     seed: int
     out: str
     faces: str | None
+    train_generator: bool
 
     def __post_init__(self) -> None:
         _check(self.patients >= 0, "demo.patients", "must be >= 0")
@@ -393,6 +448,7 @@ class Params:
     flows: FlowsParams
     serving: ServingParams
     demo: DemoParams
+    generator_training: GeneratorTrainingParams
     # sha256 of the canonical JSON of the file's content; lineage records it
     params_hash: str = dataclasses.field(default="", compare=False)
 

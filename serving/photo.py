@@ -52,6 +52,7 @@ class PhotoPipeline:
             "aligner_fingerprint": self.aligner.fingerprint,
             "generator_sha256": gi.sha256,
             "generator_is_random_init": gi.is_random_init,
+            "generator_version": getattr(gi, "version", None),  # the registry's name; None for a file or stand-in
             "generator_source": gi.source,
             "projection": {**self.settings(), "run_key": self.projection.key,
                            "final_loss": float(res.final_loss[0]), "mse": float(res.mse[0]),

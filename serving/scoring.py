@@ -34,7 +34,7 @@ class OnlineFeatures:
 
     values: model input column -> value; event_timestamps: feature view -> ISO event time
     of the row the values came from; lineage: what produced a stored latent (photo_sha256,
-    generator_sha256, aligner_version, projection settings and loss), when known.
+    generator_sha256 and generator_version, aligner_version, projection settings and loss), when known.
     """
 
     values: dict[str, Any]
@@ -183,6 +183,14 @@ def _result_from_prediction(row: Mapping[str, Any]) -> dict[str, Any]:
     return {"risk_score": risk, "risk_percentile": pct, "survival": survival}
 
 
+def _generator_lineage(lin: Mapping[str, Any]) -> dict[str, Any]:
+    """inputs.generator of a record: the weights' sha256, whether they are the random-init stand-in,
+    and the generator registry's version name (None for a file, the stand-in, or a latent stored
+    before versions were recorded)."""
+    return {"sha256": lin.get("generator_sha256"), "is_random_init": lin.get("generator_is_random_init"),
+            "version": lin.get("generator_version")}
+
+
 def _summarise(value: Any) -> Any:
     # a 512-d latent would dwarf the record: keep its digest and length instead
     if isinstance(value, list | tuple) or hasattr(value, "tolist"):
@@ -255,8 +263,7 @@ class Scorer:
                       "dvc": self.context.photo_data},
             "alignment": {"aligner_version": lin.get("aligner_version"),
                           "landmark_model_sha256": lin.get("landmark_model_sha256")},
-            "generator": {"sha256": lin.get("generator_sha256"),
-                          "is_random_init": lin.get("generator_is_random_init")},
+            "generator": _generator_lineage(lin),
             "projection": {k: lin[k] for k in PROJECTION_LINEAGE if k in lin},
         }
 
@@ -321,8 +328,7 @@ class Scorer:
             "photo": {"sha256": photo_sha, "bytes": len(image), "dvc": None},
             "alignment": {"aligner_version": lin.get("aligner_version"),
                           "landmark_model_sha256": lin.get("landmark_model_sha256")},
-            "generator": {"sha256": lin.get("generator_sha256"),
-                          "is_random_init": lin.get("generator_is_random_init")},
+            "generator": _generator_lineage(lin),
             "projection": {**self.projection_settings, **lin.get("projection", {})},
         }
         req = request_hash({"patient_id": patient_id, "clinical": dict(clinical), "photo_sha256": photo_sha})

@@ -61,10 +61,28 @@ def upsample2d(x: torch.Tensor, fir: torch.Tensor) -> torch.Tensor:
 
 def blur2d(x: torch.Tensor, fir: torch.Tensor, *, gain: float, pad: int) -> torch.Tensor:
     """Depthwise FIR filter applied to every channel alike. x (N, C, H, W) -> (N, C, H + 2*pad - k + 1, ...)."""
-    n, c, h, w = x.shape
-    k = (fir * gain).to(dtype=x.dtype, device=x.device)[None, None]
-    y = F.conv2d(x.reshape(n * c, 1, h, w), k, padding=pad)
-    return y.reshape(n, c, y.shape[-2], y.shape[-1])
+    # As shifted multiply-adds rather than a (N*C)-group convolution: on CPU the convolution's
+    # backward took 60% of a training step at 32 px, the shifts take a few percent, same maths.
+    k = (fir * gain).to(dtype=x.dtype, device=x.device)
+    kh, kw = k.shape
+    x = F.pad(x, (pad, pad, pad, pad))
+    h, w = x.shape[-2] - kh + 1, x.shape[-1] - kw + 1
+    row, col = k.sum(dim=1), k.sum(dim=0)
+    total = k.sum()
+    if total != 0 and torch.allclose(torch.outer(row, col) / total, k, rtol=1e-6, atol=1e-7):
+        col = col / total   # separable (the [1,3,3,1] filter is): rows, then columns
+        y = row[0] * x[..., :h, :]
+        for i in range(1, kh):
+            y = y + row[i] * x[..., i:i + h, :]
+        out = col[0] * y[..., :w]
+        for j in range(1, kw):
+            out = out + col[j] * y[..., j:j + w]
+        return out
+    out = torch.zeros_like(x[..., :h, :w])
+    for i in range(kh):
+        for j in range(kw):
+            out = out + k[i, j] * x[..., i:i + h, j:j + w]
+    return out
 
 
 def bias_act(x: torch.Tensor, bias: torch.Tensor | None, *, act: str, gain: float = 1.0,

@@ -29,6 +29,9 @@ class GeneratorInfo:
     is_random_init: bool
     config: dict[str, Any]
     description: str
+    # the registry's name for these weights ("facesurv-generator v3") when they came from the
+    # generator registry; None for a file or the stand-in
+    version: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

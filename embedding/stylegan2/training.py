@@ -184,7 +184,9 @@ class Trainer:
         ws = mix_styles(self.G, z, z2, self.config.style_mixing_prob, generator=self.rng)
         noise = [torch.randn((n, *shape), generator=self.rng).to(self.device)
                  for shape in self.G.synthesis.noise_shapes()]
-        return self.G.synthesis(ws, noise=noise), ws
+        # Per-sample weights as one grouped convolution are fast forward but slow to differentiate;
+        # training scales the activations instead (NVIDIA does the same), the same maths.
+        return self.G.synthesis(ws, noise=noise, fused=False), ws
 
     def _optimise(self, opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
         opt.zero_grad(set_to_none=True)

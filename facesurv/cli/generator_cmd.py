@@ -114,5 +114,70 @@ def sample(
         console.print(f"[yellow]warning:[/yellow] {info.description}")
 
 
+@generator_app.command("train")
+def train_(
+    kimg: Annotated[float | None, typer.Option(help="Thousands of real images to show in all (default: "
+                                                    "generator_training.kimg). A resumed run continues to it.")] = None,
+    promote: Annotated[bool, typer.Option("--promote", help="Make the new version the champion when done.")] = False,
+    no_register: Annotated[bool, typer.Option("--no-register", help="Train and export only.")] = False,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Train (or resume) a StyleGAN2 + ADA generator on the workspace's aligned photos; track it in
+    MLflow and register it (alias challenger). Settings: the generator_training section of params.yaml."""
+    from flows.generator_steps import promote as promote_version
+    from flows.generator_steps import train_generator
+
+    ws, params = open_workspace(workspace)
+    result = train_generator(ws, params, kimg=kimg, register=not no_register, log=out.print)
+    out.print(f"exported {result['run_dir']}/generator (sha256 {result['sha256']}), {result['kimg']:g} kimg in "
+              f"{result['seconds']:.0f} s; MLflow run {result['mlflow_run_id']}")
+    if promote and result["version"] is not None:
+        _print_promotion(promote_version(ws, params, result["version"]), params)
+
+
+def _print_promotion(done: dict, params) -> None:
+    name = params.generator_training.registered_name
+    out.print(f"{name} v{done['version']} is now @{done['alias']} (was: "
+              f"{'v' + done['previous'] if done['previous'] else 'none'}), sha256 {done['sha256'][:12]}")
+    if done["uses_alias"]:
+        out.print("the nightly flow embeds with it from its next run and re-embeds every photo that has no latent "
+                  "for it yet")
+    else:
+        out.print(f"to embed with it, set generator.checkpoint: models:/{name}@{done['alias']} in params.yaml")
+
+
+@generator_app.command("promote")
+def promote_(
+    version: Annotated[str, typer.Argument(help="Registered version to promote (see `facesurv generator versions`).")],
+    alias: Annotated[str, typer.Option(help="Alias to move.")] = "champion",
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Move a registry alias (default champion) to a generator version."""
+    from flows.generator_steps import promote as promote_version
+
+    ws, params = open_workspace(workspace)
+    _print_promotion(promote_version(ws, params, version, alias=alias), params)
+
+
+@generator_app.command("versions")
+def versions_(workspace: WorkspaceOpt = None) -> None:
+    """List the registered generator versions, newest first, with aliases, sha256, kimg and KID."""
+    from mlflow import MlflowClient
+
+    from facesurv.components import components
+    from training.generator_registry import generator_versions
+
+    ws, params = open_workspace(workspace)
+    name = params.generator_training.registered_name
+    rows = generator_versions(MlflowClient(components(ws, params).tracking_uri), name)
+    if not rows:
+        out.print(f"{name}: no versions yet (train one with `facesurv generator train`)")
+        return
+    for r in rows:
+        aliases = f" @{', @'.join(r['aliases'])}" if r["aliases"] else ""
+        out.print(f"{name} v{r['version']}{aliases}: sha256 {r['sha256'][:12]}, {r['kimg']} kimg, KID {r['kid']}, "
+                  f"photos {r['photos']} (DVC revision {r['photos_dvc_rev']}), parent {r['parent']}")
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(generator_app, name="generator")

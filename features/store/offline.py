@@ -6,6 +6,11 @@ serialises writers so the dedupe check and the new part are consistent.
 scale: one PostgreSQL table per view with a UNIQUE constraint on the dedupe keys; rows
 are COPYed to a temporary table and inserted with ON CONFLICT DO NOTHING.
 Either way writing the same rows again adds nothing and returns 0.
+
+A feature added to a view later (schema.LATENT_ADDED_LATER) is nullable: rows to write may lack
+it, and `ensure_offline` (run by every apply and write) gives stored rows without it a null one
+(local: the part is rewritten, atomically, under the writers' lock; scale: ALTER TABLE ADD
+COLUMN), so Feast, which reads one schema for a whole view, never meets a part without it.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from features.feature_repo.schema import (
     CLINICAL_VIEW,
     CREATED_TS,
     JOIN_KEY,
+    LATENT_ADDED_LATER,
     LATENT_DEDUPE,
     LATENT_FEATURES,
     LATENT_TS,
@@ -48,6 +54,18 @@ def view_columns(view: str, base: str) -> tuple[str, tuple[str, ...], tuple[tupl
     raise ValueError(f"unknown feature view {view!r}")
 
 
+def added_later(view: str) -> tuple[str, ...]:
+    """The view's nullable features that rows written before they existed lack."""
+    return LATENT_ADDED_LATER if view == LATENT_VIEW else ()
+
+
+def _with_added_later(df: pd.DataFrame, view: str) -> pd.DataFrame:
+    """Stored rows read back: a feature added later is null (None), not absent or NaN, in rows without it."""
+    for name in added_later(view):
+        df[name] = df[name].astype(object).where(df[name].notna(), None) if name in df.columns else None
+    return df
+
+
 def _utc(values: pd.Series, column: str) -> pd.Series:
     try:
         out = pd.to_datetime(values, utc=True, format="ISO8601")
@@ -61,7 +79,8 @@ def _utc(values: pd.Series, column: str) -> pd.Series:
 
 def _typed(df: pd.DataFrame, view: str, base: str, *, written_at: dt.datetime) -> pd.DataFrame:
     ts, keys, features = view_columns(view, base)
-    needed = [JOIN_KEY, ts, *(n for n, _ in features)]
+    optional = added_later(view)
+    needed = [JOIN_KEY, ts, *(n for n, _ in features if n not in optional)]
     missing = [c for c in needed if c not in df.columns]
     if missing:
         raise DataError(f"{view} rows lack column(s) {', '.join(missing)}; "
@@ -69,7 +88,10 @@ def _typed(df: pd.DataFrame, view: str, base: str, *, written_at: dt.datetime) -
     out = pd.DataFrame({JOIN_KEY: df[JOIN_KEY].astype(str).to_numpy()})
     out[ts] = _utc(df[ts], ts).reset_index(drop=True)
     for name, kind in features:
-        col = df[name].reset_index(drop=True)
+        if name not in df.columns:  # a feature added later, absent from older tables: null
+            col = pd.Series([None] * len(df), dtype=object)
+        else:
+            col = df[name].reset_index(drop=True)
         if kind == "float32_list":
             out[name] = [_latent(v, row) for row, v in enumerate(col)]
         elif kind in ("float64", "float32"):
@@ -147,6 +169,8 @@ def ensure_offline(repo_dir: Path | str, params: Params) -> None:
         for path in offline_locations(repo_dir, params).values():
             Path(path).mkdir(parents=True, exist_ok=True)
         (Path(repo_dir) / "offline" / STAGING).mkdir(parents=True, exist_ok=True)
+        for view in (LATENT_VIEW, CLINICAL_VIEW):
+            _upgrade_local_parts(Path(repo_dir), view, base)
         return
     with _pg_connect(params) as conn:
         for view in (LATENT_VIEW, CLINICAL_VIEW):
@@ -156,6 +180,52 @@ def ensure_offline(repo_dir: Path | str, params: Params) -> None:
                               f"{CREATED_TS} timestamptz NOT NULL",
                               f"UNIQUE ({', '.join(keys)})"])
             conn.execute(f'CREATE TABLE IF NOT EXISTS "{_pg_table(params, view)}" ({cols})')
+            kinds = dict(features)
+            for name in added_later(view):  # a table created before the feature existed: null in its rows
+                conn.execute(f'ALTER TABLE "{_pg_table(params, view)}" ADD COLUMN IF NOT EXISTS '
+                             f'"{name}" {_PG_TYPES[kinds[name]]}')
+
+
+def _upgrade_local_parts(repo_dir: Path, view: str, base: str) -> int:
+    """Rewrite the view's parts that lack a feature added later, with nulls in it; returns how many.
+
+    Feast reads a view's parts as one dataset with the first part's columns, so a part without
+    the feature would make every read of it fail. The rewritten part is what `_write_local` would
+    write for its rows today; os.replace swaps it in whole, under the writers' lock.
+    """
+    added = added_later(view)
+    directory = repo_dir / OFFLINE_DIR / view
+    if not added or not directory.is_dir():
+        return 0
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from filelock import FileLock
+
+    schema = _arrow_schema(view, base)
+    staging = repo_dir / OFFLINE_DIR / STAGING
+    done = 0
+    with FileLock(str(repo_dir / OFFLINE_DIR / f".{view}.lock"), timeout=600):
+        for part in _parts(directory):
+            have = set(pq.read_schema(part).names)
+            if all(c in have for c in added):
+                continue
+            lacking = [c for c in schema.names if c not in have and c not in added]
+            if lacking:
+                raise DataError(f"offline part {part} lacks column(s) {', '.join(lacking)}; it was not written "
+                                f"by features.store: move it out of {directory}")
+            df = pq.read_table(part).to_pandas()
+            for name in added:
+                if name not in df.columns:
+                    df[name] = None
+            table = pa.Table.from_pandas(df, schema=schema, preserve_index=False)
+            tmp = staging / f"{part.name}.{os.getpid()}.upgrade.tmp"
+            try:
+                pq.write_table(table, tmp)
+                os.replace(tmp, part)
+            finally:
+                tmp.unlink(missing_ok=True)
+            done += 1
+    return done
 
 
 def drop_offline(repo_dir: Path | str, params: Params) -> None:
@@ -320,7 +390,7 @@ def latest_rows(repo_dir: Path | str, params: Params, view: str, patient_ids: li
         return df
     df = df[pd.to_datetime(df[ts], utc=True) < pd.Timestamp(end)]
     df = df.sort_values([JOIN_KEY, ts, CREATED_TS]).drop_duplicates(JOIN_KEY, keep="last")
-    return df.reset_index(drop=True)
+    return _with_added_later(df.reset_index(drop=True), view)
 
 
 def read_rows(repo_dir: Path | str, params: Params, view: str) -> pd.DataFrame:
@@ -332,8 +402,8 @@ def read_rows(repo_dir: Path | str, params: Params, view: str) -> pd.DataFrame:
         parts = _parts(Path(repo_dir) / OFFLINE_DIR / view)
         if not parts:
             return pd.DataFrame(columns=_arrow_schema(view, params.cohort.base).names)
-        return pd.concat([pq.read_table(p).to_pandas() for p in parts], ignore_index=True)
+        return _with_added_later(pd.concat([pq.read_table(p).to_pandas() for p in parts], ignore_index=True), view)
     with _pg_connect(params) as conn:
         cur = conn.execute(f'SELECT * FROM "{_pg_table(params, view)}"')
         cols = [d.name for d in cur.description]
-        return pd.DataFrame(cur.fetchall(), columns=cols)
+        return _with_added_later(pd.DataFrame(cur.fetchall(), columns=cols), view)

@@ -228,7 +228,7 @@ def check_scored_patient(out: Path, stderr: str, capsys) -> None:
     # the photos' data version is the one the model was trained on
     assert inputs["photo"]["dvc"]["dvc_md5"] == split["md5.photos"]
     assert inputs["photo"]["dvc"]["git_rev"] == split["rev"]
-    assert inputs["generator"] == {"sha256": cohort["generator"]["sha256"], "is_random_init": True}
+    assert inputs["generator"] == {"sha256": cohort["generator"]["sha256"], "is_random_init": True, "version": None}
     assert inputs["alignment"]["aligner_version"] == "prealigned"  # rendered portraits skip alignment
     assert (inputs["projection"]["space"], inputs["projection"]["steps"]) == ("w", 50)
 

@@ -39,10 +39,14 @@ def cohort(feat_params) -> pd.DataFrame:
     return df.head(N_PATIENTS).reset_index(drop=True)
 
 
-def _latents(photo_ids: list[str], *, seed: int, generator_sha256: str = "a" * 64, scale: float = 1.0) -> pd.DataFrame:
+_NO_COLUMN = object()
+
+
+def _latents(photo_ids: list[str], *, seed: int, generator_sha256: str = "a" * 64, scale: float = 1.0,
+             generator_version: Any = _NO_COLUMN) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     n = len(photo_ids)
-    return pd.DataFrame({
+    df = pd.DataFrame({
         "photo_id": photo_ids,
         "latent": list((rng.standard_normal((n, 512)) * scale).astype(np.float32)),
         "space": "w", "steps": 10,
@@ -52,11 +56,16 @@ def _latents(photo_ids: list[str], *, seed: int, generator_sha256: str = "a" * 6
         "perceptual_network": "stlpips", "perceptual_is_stand_in": True,
         "photo_sha256": [hashlib.sha256(f"{p}:{seed}".encode()).hexdigest() for p in photo_ids],
     })
+    if generator_version is not _NO_COLUMN:  # by default the table of an older facesurv: no such column
+        df["generator_version"] = generator_version
+    return df
 
 
 @pytest.fixture(scope="session")
 def make_latents():
-    """make_latents(photo_ids, *, seed, generator_sha256=..., scale=1.0) -> latents.parquet-shaped frame."""
+    """make_latents(photo_ids, *, seed, generator_sha256=..., scale=1.0[, generator_version]) ->
+    latents.parquet-shaped frame; without generator_version it has no such column, as a table
+    written before versions were recorded (the session store is written from one)."""
     return _latents
 
 

@@ -38,6 +38,7 @@ def test_latent_view_and_service(feat_params, tmp_path):
     types = {f.name: str(f.dtype) for f in latent.schema}
     assert types["latent"] == "Array(Float32)"
     assert {"generator_sha256", "aligner_version", "photo_sha256", "perceptual_loss"} <= set(types)
+    assert types["generator_version"] == "String"
     assert latent.batch_source.timestamp_field == "photo_taken_at"
     assert clinical.batch_source.timestamp_field == "record_known_at"
     assert service.name == "prognosis_v1"

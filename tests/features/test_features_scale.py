@@ -79,6 +79,37 @@ def test_point_in_time_and_unmatched_rows_in_postgres(scale, make_latents):
     assert df.loc[0, "age"] == 40.0 and df.loc[0, "photo_id"] == "ph-s1"
 
 
+def test_a_table_created_before_generator_version_gains_it_in_postgres(scale, make_latents):
+    """A face_latent table an older facesurv created has no generator_version column: applying or
+    writing adds it (null in the rows already there), and new rows carry their version."""
+    import psycopg
+
+    import features.store as fs
+    from features.store.offline import read_rows
+
+    s, table = scale.params.features.scale, f"{scale.params.features.project}_face_latent"
+    assert fs.write_latents(scale.repo, scale.rows, scale.params) == 0  # the module's rows, stored
+    with psycopg.connect(host=s.postgres_host, port=s.postgres_port, dbname=s.postgres_db, user=s.postgres_user) as c:
+        c.execute(f'ALTER TABLE "{table}" DROP COLUMN generator_version')
+    base = scale.cohort.iloc[0].to_dict()
+    pid = "gbsg2-scale-genv2"
+    rec = dict(base, patient_id=pid, photo_id="ph-sv2", photo_taken_at="2014-01-01T00:00:00+00:00",
+               record_known_at="2014-01-02T00:00:00+00:00")
+    assert fs.write_clinical(scale.repo, pd.DataFrame([rec]), scale.params) == 1
+    lat = make_latents(["ph-sv2"], seed=23, generator_version="facesurv-generator v2")
+    rows, _ = fs.join_latents(lat, pd.DataFrame([rec]), aligner_version="v")
+    assert fs.write_latents(scale.repo, rows, scale.params) == 1
+    stored = read_rows(scale.repo, scale.params, "face_latent").set_index("photo_id")
+    assert stored.loc["ph-sv2", "generator_version"] == "facesurv-generator v2"
+    assert stored.loc[scale.rows["photo_id"].iloc[0], "generator_version"] is None
+    ent = pd.DataFrame({"patient_id": [pid, scale.cohort["patient_id"].iloc[0]],
+                        "event_timestamp": ["2014-03-01T00:00:00+00:00", scale.cohort["record_known_at"].iloc[0]],
+                        "time_days": [5.0, 6.0], "event": [1, 0]})
+    df, report = fs.training_set(scale.repo, ent, scale.params, store=scale.store)
+    assert report.rows_out == 2
+    assert df.loc[0, "generator_version"] == "facesurv-generator v2" and pd.isna(df.loc[1, "generator_version"])
+
+
 def test_materialize_to_redis_and_read_online(scale):
     import features.store as fs
 

@@ -178,6 +178,134 @@ def test_materialize_is_incremental_and_serves_late_photos(local_store, make_lat
     assert served.loc[0, "photo_id"] == first["photo_id"]
 
 
+def test_the_generator_version_reaches_training_sets_and_the_online_store(local_store, make_latents):
+    """A latent names the registry version of its generator; a table without one (None, or an older
+    latents.parquet without the column, as the session store's) gives a null version."""
+    repo, params, store = local_store.repo, local_store.params, local_store.store
+    base = local_store.cohort.iloc[0]
+    versions = {"gbsg2-gen-v2": "facesurv-generator v2", "gbsg2-gen-none": None}
+    clinical = pd.DataFrame([_clinical_row(base, pid, photo_taken_at="2014-03-01T10:00:00+00:00",
+                                           record_known_at="2014-03-02T10:00:00+00:00") for pid in versions])
+    assert fs.write_clinical(repo, clinical, params) == 2
+    for i, (pid, version) in enumerate(versions.items()):
+        lat = make_latents([f"ph-{pid}"], seed=30 + i, generator_version=version)
+        rows, unmatched = fs.join_latents(lat, clinical, aligner_version="test-aligner-1")
+        assert unmatched.empty
+        assert fs.write_latents(repo, rows, params) == 1
+    # the same photo and weights under another registry name are the same row: the name is lineage
+    renamed = make_latents(["ph-gbsg2-gen-v2"], seed=30, generator_version="facesurv-generator v3")
+    assert fs.write_latents(repo, fs.join_latents(renamed, clinical, aligner_version="test-aligner-1")[0],
+                            params) == 0
+
+    old = local_store.cohort.iloc[[2]]  # written from a latent table without the column
+    stored = read_rows(repo, params, "face_latent").set_index("patient_id")
+    assert stored.loc["gbsg2-gen-v2", "generator_version"] == "facesurv-generator v2"
+    assert stored.loc["gbsg2-gen-none", "generator_version"] is None
+    assert stored.loc[old["patient_id"].iloc[0], "generator_version"] is None
+
+    ent = pd.concat([pd.DataFrame({"patient_id": list(versions), "event_timestamp": "2014-04-01T00:00:00+00:00",
+                                   "time_days": 100.0, "event": 1}), _entity(old)], ignore_index=True)
+    df, report = fs.training_set(repo, ent, params, store=store)
+    assert report.rows_out == 3
+    got = df.set_index("patient_id")["generator_version"]
+    assert got["gbsg2-gen-v2"] == "facesurv-generator v2"
+    assert pd.isna(got["gbsg2-gen-none"]) and pd.isna(got[old["patient_id"].iloc[0]])
+
+    fs.materialize(repo, params, store=store)
+    online = fs.online_features(repo, [*versions, old["patient_id"].iloc[0]], params, store=store)
+    assert online["generator_version"].tolist()[0] == "facesurv-generator v2"
+    assert online["generator_version"].tolist()[1:] == [None, None]
+
+
+def test_a_part_stored_before_generator_version_reads_as_null(local_store, make_latents):
+    """A face_latent part an older facesurv wrote has no generator_version column. Read directly it
+    gives null; re-applying the repo (every flow and `facesurv features` command does) rewrites it
+    with a null column, so Feast, which reads every part with one schema, can read the view again."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from features.store.offline import _arrow_schema, _upgrade_local_parts
+
+    repo, params, store = local_store.repo, local_store.params, local_store.store
+    pid = "gbsg2-old-part"
+    clinical = pd.DataFrame([_clinical_row(local_store.cohort.iloc[0], pid, photo_taken_at="2014-03-01T10:00:00+00:00",
+                                           record_known_at="2014-03-02T10:00:00+00:00")])
+    assert fs.write_clinical(repo, clinical, params) == 1
+    lat = make_latents([f"ph-{pid}"], seed=40, generator_version="facesurv-generator v2")
+    rows, _ = fs.join_latents(lat, clinical, aligner_version="test-aligner-1")
+    directory = repo / "offline" / "face_latent"
+    before = set(directory.glob("part-*.parquet"))
+    assert fs.write_latents(repo, rows, params) == 1
+    (part,) = set(directory.glob("part-*.parquet")) - before
+    # the same rows as the old code wrote them: its schema had no generator_version; named to sort
+    # first, as the oldest part of a store does
+    new_schema = _arrow_schema("face_latent", params.cohort.base)
+    old_schema = pa.schema([f for f in new_schema if f.name != "generator_version"])
+    old_rows = pq.read_table(part).to_pandas().drop(columns=["generator_version"])
+    legacy = directory / "part-00000000T000000000000-legacy.parquet"
+    pq.write_table(pa.Table.from_pandas(old_rows, schema=old_schema, preserve_index=False), legacy)
+    part.unlink()
+
+    stored = read_rows(repo, params, "face_latent").set_index("patient_id")
+    assert stored.loc[pid, "generator_version"] is None
+
+    fs.apply_repo(repo, params)
+    assert pq.read_schema(legacy).names == new_schema.names
+    assert _upgrade_local_parts(repo, "face_latent", params.cohort.base) == 0  # once is enough
+    assert list((repo / "offline" / ".staging").iterdir()) == []
+    ent = pd.DataFrame({"patient_id": [pid, local_store.cohort["patient_id"].iloc[2]],
+                        "event_timestamp": ["2014-04-01T00:00:00+00:00",
+                                            local_store.cohort["record_known_at"].iloc[2]],
+                        "time_days": [1.0, 1.0], "event": [0, 0]})
+    df, report = fs.training_set(repo, ent, params, store=store)
+    assert report.rows_out == 2
+    np.testing.assert_allclose(df.loc[0, "latent"], lat["latent"].iloc[0])
+    assert pd.isna(df.loc[0, "generator_version"])
+    # the dedupe keys were kept: the same rows again add nothing
+    assert fs.write_latents(repo, rows, params) == 0
+
+
+def test_a_store_from_before_generator_version_upgrades_and_serves_null(tmp_path, feat_params, cohort, make_latents,
+                                                                        monkeypatch):
+    """A whole store an older facesurv applied, wrote and materialised (its face_latent view had no
+    generator_version), then opened by this code: applying the repo again upgrades it, and the
+    latents already stored, offline and online, read with a null version."""
+    import features.feature_repo.definitions as definitions
+    import features.store.offline as offline
+
+    old_features = tuple((n, k) for n, k in offline.LATENT_FEATURES if n != "generator_version")
+    monkeypatch.setattr(definitions, "LATENT_FEATURES", old_features)
+    monkeypatch.setattr(offline, "LATENT_FEATURES", old_features)
+    monkeypatch.setattr(offline, "LATENT_ADDED_LATER", ())
+    repo, params = tmp_path / "old_repo", feat_params
+    store = fs.apply_repo(repo, params)
+    clinical = cohort.head(3)
+    rows, _ = fs.join_latents(make_latents(clinical["photo_id"].tolist(), seed=50), clinical,
+                              aligner_version="test-aligner-1")
+    assert fs.write_clinical(repo, clinical, params) == 3 and fs.write_latents(repo, rows, params) == 3
+    fs.materialize(repo, params, store=store)
+    assert "generator_version" not in read_rows(repo, params, "face_latent").columns  # the old layout
+    monkeypatch.undo()
+
+    store = fs.apply_repo(repo, params)  # this code's definitions
+    pids = clinical["patient_id"].tolist()
+    online = fs.online_features(repo, pids, params, store=store)
+    assert online["photo_id"].tolist() == clinical["photo_id"].tolist()  # the old rows are served
+    assert online["generator_version"].tolist() == [None, None, None]
+    df, report = fs.training_set(repo, _entity(clinical), params, store=store)
+    assert report.rows_out == 3 and df["generator_version"].isna().all()
+    # a new latent of a named generator for the first patient: served with its version from now on
+    later = pd.DataFrame({"photo_id": ["ph-new"], "patient_id": [pids[0]],
+                          "photo_taken_at": [(pd.Timestamp(clinical["photo_taken_at"].iloc[0])
+                                              + pd.Timedelta(days=1)).isoformat()]})
+    rows, _ = fs.join_latents(make_latents(["ph-new"], seed=51, generator_version="facesurv-generator v2"), later,
+                              aligner_version="test-aligner-1")
+    assert fs.write_latents(repo, rows, params) == 1
+    fs.materialize(repo, params, store=store)
+    online = fs.online_features(repo, pids, params, store=store)
+    assert online["generator_version"].tolist() == ["facesurv-generator v2", None, None]
+
+
 def test_join_latents_reports_what_it_cannot_attribute(cohort, make_latents):
     lat = make_latents([*cohort["photo_id"].head(3), "ph-stranger"], seed=3)
     manifest = pd.DataFrame({"photo_id": cohort["photo_id"].head(3), "status": ["aligned", "aligned", "quarantined"],

@@ -108,6 +108,49 @@ def test_the_run_key_names_the_perceptual_network_a_perceptual_loss_uses(tiny_ge
     assert _projection(tiny_generator, device="cuda").key == pixel.key
 
 
+def test_the_generator_version_is_lineage_not_part_of_the_key(tiny_generator):
+    """The registry's name for the weights is recorded, but the same weights under another name
+    (or none, or an info object from before the field) are the same projection: same key, same shards."""
+    from types import SimpleNamespace
+
+    G, info = tiny_generator
+    assert info.version is None  # the random-init stand-in has no registry name
+    unnamed = _projection(tiny_generator)
+    v2 = _projection((G, dataclasses.replace(info, version="facesurv-generator v2")))
+    v3 = _projection((G, dataclasses.replace(info, version="facesurv-generator v3")))
+    legacy_info = SimpleNamespace(**{k: getattr(info, k) for k in ("sha256", "is_random_init", "source", "description")})
+    legacy = _projection((G, legacy_info))
+    assert v2.key == v3.key == unnamed.key == legacy.key
+    assert v2.provenance["generator"]["version"] == "facesurv-generator v2"
+    assert v3.provenance["generator"]["version"] == "facesurv-generator v3"
+    assert unnamed.provenance["generator"]["version"] is None and legacy.provenance["generator"]["version"] is None
+    # other weights are another projection
+    other = _projection((G, dataclasses.replace(info, sha256="0" * 64, version="facesurv-generator v2")))
+    assert other.key != v2.key
+
+
+def test_the_latent_table_names_the_generator_version(tiny_generator, rendered_photos, tmp_path):
+    G, info = tiny_generator
+    photos = _write_photos(tmp_path, rendered_photos[1], 2)
+    named = (G, dataclasses.replace(info, version="facesurv-generator v2"))
+    run = _run(named, photos, tmp_path / "shards")
+    table = latent_table(run.results, run.provenance)
+    assert table.schema.field("generator_version").type == pa.string()
+    assert table.column("generator_version").to_pylist() == ["facesurv-generator v2"] * 2
+    # the shard the run wrote carries it too: the nightly flow reads shards, not the run
+    (shard,) = (tmp_path / "shards").glob("shard-*.npz")
+    assert shard_table(shard).column("generator_version").to_pylist() == ["facesurv-generator v2"] * 2
+    # a generator without a registry name: null
+    plain = _run(tiny_generator, photos, tmp_path / "plain")
+    assert plain.run_key == run.run_key and plain.reused == 0
+    assert latent_table(plain.results, plain.provenance).column("generator_version").to_pylist() == [None, None]
+    # provenance written before versions were recorded (a shard of an older facesurv): null, not an error
+    old = {**run.provenance, "generator": {k: v for k, v in run.provenance["generator"].items() if k != "version"}}
+    old_table = latent_table(run.results, old)
+    assert old_table.column("generator_version").to_pylist() == [None, None]
+    assert old_table.schema.equals(table.schema, check_metadata=False)
+
+
 def test_a_projection_that_cannot_be_keyed_is_refused(tiny_generator, stlpips):
     net, _ = stlpips
     with pytest.raises(ValueError, match="loss 'perceptual' needs a perceptual network"):

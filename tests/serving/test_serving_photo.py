@@ -49,6 +49,7 @@ def test_photo_scoring_records_photo_lineage_and_keeps_upload_for_retention(make
     assert inp["alignment"]["aligner_version"] == "facesurv-align-ffhq-1"
     assert len(inp["alignment"]["landmark_model_sha256"]) == 64
     assert inp["generator"]["is_random_init"] is True and len(inp["generator"]["sha256"]) == 64
+    assert inp["generator"]["version"] is None  # the stand-in has no registry name
     assert inp["projection"]["steps"] == 2 and inp["projection"]["final_loss"] > 0
     # the upload was projected by the flow's engine: the flow's run key, every setting recorded
     flow_engine = Components(None, quick_params).projection(with_stats=False)
@@ -63,6 +64,26 @@ def test_photo_scoring_records_photo_lineage_and_keeps_upload_for_retention(make
     assert lacking.status_code == 422
     assert "missing clinical field(s) estrec, pnodes, progrec, tsize" in lacking.json()["error"]["message"]
     assert ledger.count() == 1 and ledger.verify().ok
+
+
+def test_photo_scoring_records_the_generator_registry_version(make_app, pipeline, auth, shared_dir):
+    """A generator from the registry: its version name reaches the score's lineage, next to the
+    sha256 of its weights (the same weights, so the same run key as the unnamed one)."""
+    from serving.photo import PhotoPipeline
+
+    info = dataclasses.replace(pipeline.generator_info, version="facesurv-generator v2")
+    named = PhotoPipeline(aligner=pipeline.aligner,
+                          projection=dataclasses.replace(pipeline.projection, generator_info=info))
+    photo = (shared_dir / "faces" / "astronaut.png").read_bytes()
+    app, ledger = make_app(embed_photo=named)
+    with TestClient(app) as c:
+        r = c.post("/v1/scores/photo", files={"photo": ("a.png", photo, "image/png")},
+                   data={"patient_id": "new-1", **CLINICAL}, headers=auth)
+    assert r.status_code == 200, r.text
+    inp = ledger.get(r.json()["score_id"]).record["inputs"]
+    assert inp["generator"] == {"sha256": pipeline.generator_info.sha256, "is_random_init": True,
+                                "version": "facesurv-generator v2"}
+    assert inp["projection"]["run_key"] == pipeline.projection.key
 
 
 def test_photo_uploads_not_written_with_zero_retention(make_app, pipeline, auth, shared_dir, tmp_path):

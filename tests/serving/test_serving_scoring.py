@@ -176,7 +176,7 @@ def test_the_record_carries_the_model_the_context_the_request_and_the_features(c
     # version of the photos comes from the server's context
     assert inputs["photo"] == {"sha256": None, "photo_id": None, "dvc": CONTEXT["photo_data"]}
     assert inputs["alignment"] == {"aligner_version": None, "landmark_model_sha256": None}
-    assert inputs["generator"] == {"sha256": None, "is_random_init": None}
+    assert inputs["generator"] == {"sha256": None, "is_random_init": None, "version": None}
     assert inputs["projection"] == {}
 
 
@@ -186,7 +186,7 @@ def test_stored_latent_lineage_reaches_the_record_and_the_latent_is_summarised(c
     latent = [0.25, -1.5, 3.0]
     lineage = {"photo_sha256": "a" * 64, "photo_id": "ph-1", "aligner_version": "dlib-68/v2",
                "landmark_model_sha256": "b" * 64, "generator_sha256": "c" * 64, "generator_is_random_init": True,
-               "space": "w", "steps": 50, "mse": 0.012, "perceptual_network": "stlpips",
+               "generator_version": "facesurv-generator v2", "space": "w", "steps": 50, "mse": 0.012, "perceptual_network": "stlpips",
                "perceptual_is_stand_in": True, "not_projection": "dropped"}
     values = {**{c: float(rows.loc[KNOWN[0], c]) for c in champion.input_columns}, "latent": latent}
     feats = OnlineFeatures(values, {"clinical": "2015-05-27", "latents": "2015-05-26"}, "prognosis_v2", lineage)
@@ -200,10 +200,16 @@ def test_stored_latent_lineage_reaches_the_record_and_the_latent_is_summarised(c
     assert inputs["feature_event_timestamps"] == {"clinical": "2015-05-27", "latents": "2015-05-26"}
     assert inputs["photo"] == {"sha256": "a" * 64, "photo_id": "ph-1", "dvc": CONTEXT["photo_data"]}
     assert inputs["alignment"] == {"aligner_version": "dlib-68/v2", "landmark_model_sha256": "b" * 64}
-    assert inputs["generator"] == {"sha256": "c" * 64, "is_random_init": True}
+    assert inputs["generator"] == {"sha256": "c" * 64, "is_random_init": True, "version": "facesurv-generator v2"}
     assert inputs["projection"] == {"space": "w", "steps": 50, "mse": 0.012, "perceptual_network": "stlpips",
                                     "perceptual_is_stand_in": True}
     assert_result(rec["result"], expected_results(champion, rows, [KNOWN[0]])[0])
+
+    # a latent stored before versions were recorded (no generator_version), or from an unnamed generator
+    for stored in ({k: v for k, v in lineage.items() if k != "generator_version"}, {**lineage, "generator_version": None}):
+        old = OnlineFeatures(values, {"clinical": "2015-05-27"}, "prognosis_v2", stored)
+        rec = make_scorer(champion, lambda ids, f=old: [f for _ in ids]).score_patient("p-1", requested_by="t")
+        assert rec["inputs"]["generator"] == {"sha256": "c" * 64, "is_random_init": True, "version": None}
 
 
 def test_the_record_survives_the_ledger_and_the_response_is_derived_from_it(champion, feature_reader,
@@ -257,7 +263,8 @@ class FakeEmbedder:
 
 
 PHOTO_LINEAGE = {"aligner_version": "dlib-68/v2", "landmark_model_sha256": "b" * 64, "generator_sha256": "c" * 64,
-                 "generator_is_random_init": False, "projection": {"steps": 7, "mse": 0.03}}
+                 "generator_is_random_init": False, "generator_version": "facesurv-generator v2",
+                 "projection": {"steps": 7, "mse": 0.03}}
 
 
 def test_score_photo_predicts_from_the_clinical_fields_and_records_the_photo(champion, rows) -> None:
@@ -277,7 +284,7 @@ def test_score_photo_predicts_from_the_clinical_fields_and_records_the_photo(cha
         "kind": "photo_upload", "clinical": clinical,
         "photo": {"sha256": sha, "bytes": len(image), "dvc": None},
         "alignment": {"aligner_version": "dlib-68/v2", "landmark_model_sha256": "b" * 64},
-        "generator": {"sha256": "c" * 64, "is_random_init": False},
+        "generator": {"sha256": "c" * 64, "is_random_init": False, "version": "facesurv-generator v2"},
         # the server's settings, overridden by what this projection actually did
         "projection": {"space": "w", "steps": 7, "mse": 0.03},
     }
@@ -285,6 +292,10 @@ def test_score_photo_predicts_from_the_clinical_fields_and_records_the_photo(cha
     assert (rec["patient_id"], rec["requested_by"], rec["params_hash"]) == ("new-1", "alice", CONTEXT["params_hash"])
     again = scorer.score_photo(image + b"!", clinical, patient_id="new-1", requested_by="alice")
     assert again["request_sha256"] != rec["request_sha256"]  # another photo is another request
+    # a generator the registry did not name (a file, the stand-in): a null version
+    unnamed = make_scorer(champion, None, embed_photo=FakeEmbedder({**PHOTO_LINEAGE, "generator_version": None}))
+    rec = unnamed.score_photo(image, clinical, patient_id="new-1", requested_by="alice")
+    assert rec["inputs"]["generator"] == {"sha256": "c" * 64, "is_random_init": False, "version": None}
 
 
 def test_score_photo_refusals(champion, rows) -> None:

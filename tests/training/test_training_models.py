@@ -42,8 +42,15 @@ def test_clinical_columns_inferred_and_from_base(cohort_df):
     assert set(num_b) == set(num) and set(cat_b) == set(cat)
     # what the feature store adds beside the latent is provenance, not a covariate
     feast_like = cohort_df.assign(perceptual_loss=0.1, steps=100, generator_sha256="abc", space="w",
+                                  generator_version="facesurv-generator v2",
                                   event_timestamp=pd.Timestamp("2020-01-01", tz="UTC"))
     assert clinical_feature_columns(feast_like) == (num, cat)
+    # every face_latent feature of the store's schema, with a value of its kind
+    from features.feature_repo.schema import LATENT_FEATURES
+
+    dummy = {"string": "x", "int64": 1, "float32": 0.5, "bool": True}
+    every = cohort_df.assign(**{n: dummy[k] for n, k in LATENT_FEATURES if k in dummy})
+    assert clinical_feature_columns(every) == (num, cat)
 
 
 def test_breslow_matches_nelson_aalen_without_covariates():
