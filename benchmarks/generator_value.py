@@ -1,12 +1,13 @@
 """What a generator trained on faces is worth: KID with and without ADA, and what its latents carry.
 
 Subcommands, each writing under --work (default /tmp/facesurv-generator-value; UTKFace photos are
-only linked or aligned there, never copied into the repository: non-commercial research licence):
+aligned or copied there, never into the repository: non-commercial research licence):
 
     split     split --faces (UTKFace: photos + labels.csv) into a training pool and an evaluation pool,
               stratified by decade of age and sex, by a seeded shuffle. The generator never sees an
               evaluation photo; every figure of `evaluate` is on evaluation photos only. Writes
-              split.json and eval-faces/ (links + labels.csv, a faces folder for the cohort).
+              split.json and eval-faces/ (copies + labels.csv: a faces folder for the cohort, which
+              reads plain files only; it stays in --work, outside the repository).
     align     align both pools with the platform's aligner (params.yaml's align settings), cached.
     train     train a generator on the training pool's aligned photos with the project's training loop
               (embedding.stylegan2.training, the loop `facesurv generator train` runs) for --kimg
@@ -30,6 +31,7 @@ import datetime as dt
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -74,9 +76,11 @@ def cmd_split(args: argparse.Namespace) -> int:
     eval_dir = work / "eval-faces"
     eval_dir.mkdir(parents=True, exist_ok=True)
     for row in evaluation:
-        link = eval_dir / row["file"]
-        if not link.exists():
-            link.symlink_to((args.faces / row["file"]).resolve())
+        copy = eval_dir / row["file"]
+        if copy.is_symlink():
+            copy.unlink()
+        if not copy.exists():  # the cohort reads plain files only (links are refused), so a copy in --work
+            shutil.copyfile(args.faces / row["file"], copy)
     with open(eval_dir / "labels.csv", "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()

@@ -18,6 +18,7 @@ random-z (signal in z, projected in z), real (--faces, the current generator).
 Usage (from the repository root; one torch thread per process):
     .venv/bin/python benchmarks/retention.py --rungs visible-w random-w --seeds 0 1 2 3 4 --out a.json
     .venv/bin/python benchmarks/retention.py --rungs real --faces ../shared/utkface --seeds 0 1 2 3 4 --out b.json
+    .venv/bin/python benchmarks/retention.py --rungs real --faces F --generator runs/ada/generator --out c.json
     .venv/bin/python benchmarks/retention.py --table a.json b.json     # one markdown table from saved runs
 """
 
@@ -189,6 +190,8 @@ def main() -> int:
     ap.add_argument("--bootstrap", type=int, default=200)
     ap.add_argument("--align-cache", type=Path, default=Path(tempfile.gettempdir()) / "facesurv-align-cache")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--generator", type=Path, default=None,
+                    help="generator file or folder for every rung (default: params.yaml's generator.checkpoint)")
     ap.add_argument("--out", type=Path, default=None, help="JSON lines, one per run (appended as they finish)")
     ap.add_argument("--table", type=Path, nargs="+", default=None, help="only print the table of saved runs")
     args = ap.parse_args()
@@ -207,6 +210,8 @@ def main() -> int:
 
     repo = Path(__file__).resolve().parent.parent
     params = with_overrides(load_params(repo / "params.yaml"), synth={"patients": args.patients})
+    if args.generator is not None:
+        params = with_overrides(params, generator={"checkpoint": str(args.generator.resolve())})
     meta = {"date": dt.date.today().isoformat(), "machine": f"{cpu_name()}, {args.threads} torch thread(s)",
             "params_hash": params.params_hash, "patients": params.synth.patients, "base": params.cohort.base,
             "projection": params.projection.project_options(), "bootstrap": args.bootstrap}

@@ -111,18 +111,31 @@ def run_name(photos: TrainingPhotos, config: Any, start: dict[str, Any]) -> str:
     return f"{start['kind']}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
 
-def _start(ws: Workspace, params: Params, device: str) -> tuple[Any, dict[str, Any]]:
-    """(what the trainer starts from: a GeneratorConfig or a Generator, the parent's lineage)."""
-    from embedding.stylegan2 import GeneratorConfig
+def _start(ws: Workspace, params: Params) -> tuple[Any, Any, dict[str, Any]]:
+    """(what the trainer starts from: a GeneratorConfig or a Generator, the discriminator to continue
+    or None for a new one, the parent's lineage)."""
+    from embedding.stylegan2 import CheckpointError, GeneratorConfig, load_discriminator
+    from training.generator_registry import is_registry_uri
 
     if params.generator_training.start == "scratch":
-        return GeneratorConfig.from_params(params.generator), {"kind": "scratch", "parent": "none (from scratch)"}
-    if params.generator.checkpoint is None:
+        return (GeneratorConfig.from_params(params.generator), None,
+                {"kind": "scratch", "parent": "none (from scratch)", "discriminator": "new"})
+    checkpoint = params.generator.checkpoint
+    if checkpoint is None:
         raise ConfigError("generator_training.start is finetune but generator.checkpoint is null: name the checkpoint "
                           "to fine-tune (an imported FFHQ generator or a registry version), or use start: scratch")
     G, info = components(ws, params).generator(device="cpu")
+    D = None
+    if not is_registry_uri(checkpoint):
+        # an NVIDIA .pkl (or a rosinality training snapshot) holds the discriminator it was trained
+        # with; continuing it is the paper's fine-tuning. Project-format folders hold G only.
+        try:
+            D = load_discriminator(ws.setting_path(checkpoint))
+        except CheckpointError as exc:
+            raise DataError(str(exc)) from None
     parent = info.version or f"{info.source} (sha256 {info.sha256})"
-    return G, {"kind": "finetune", "parent": parent, "parent_sha256": info.sha256}
+    return G, D, {"kind": "finetune", "parent": parent, "parent_sha256": info.sha256,
+                  "discriminator": "imported from the checkpoint" if D is not None else "new"}
 
 
 def train_generator(ws: Workspace, params: Params, *, kimg: float | None = None, register: bool = True,
@@ -147,7 +160,7 @@ def train_generator(ws: Workspace, params: Params, *, kimg: float | None = None,
     t = params.generator_training
     device = _device(t.device)
     photos = training_photos(ws, params)
-    start, parent = _start(ws, params, device)
+    start, start_D, parent = _start(ws, params)
     config = training_config(params, device)
     name = run_name(photos, config, parent)
     run_dir = (ws.setting_path(t.runs_dir) or ws.root / "generators" / "runs") / name
@@ -156,7 +169,8 @@ def train_generator(ws: Workspace, params: Params, *, kimg: float | None = None,
 
     resolution = start.resolution if hasattr(start, "resolution") else start.img_resolution
     log(f"generator training {name}: {len(photos.paths)} photos from {photos.lineage['photos']} "
-        f"(DVC revision {photos.lineage['photos_dvc_rev']}), {resolution}x{resolution}, start: {parent['parent']}")
+        f"(DVC revision {photos.lineage['photos_dvc_rev']}), {resolution}x{resolution}, start: {parent['parent']}, "
+        f"discriminator: {parent['discriminator']}")
     images, failures = load_images(photos.paths, resolution=resolution, root=photos.root,
                                    progress=lambda d, n: log(f"  decoded {d}/{n} photos") if n >= 500 else None)
     for path, reason in failures:
@@ -168,7 +182,7 @@ def train_generator(ws: Workspace, params: Params, *, kimg: float | None = None,
         trainer = Trainer.resume(snapshots, device=device)
         log(f"  resuming from its snapshot at {trainer.kimg:g} kimg ({trainer.iteration} iterations)")
     else:
-        trainer = Trainer(config, start)
+        trainer = Trainer(config, start, discriminator=start_D)
     total = float(t.kimg if kimg is None else kimg)
     if not (total > 0 and math.isfinite(total)):
         raise ConfigError(f"kimg must be a finite number > 0, got {kimg!r}")

@@ -74,8 +74,8 @@ def project_batches(ws: Workspace, params: Params, batches: list[list[Any]]) -> 
     return paths, failures
 
 
-def run_projection(ws: Workspace, params: Params, *,
-                   dask_workers: int | None = None) -> tuple[list[Path], list[PhotoFailure]]:
+def run_projection(ws: Workspace, params: Params, *, dask_workers: int | None = None,
+                   report: dict[str, Any] | None = None) -> tuple[list[Path], list[PhotoFailure]]:
     """Project what has no latent yet for this run key; returns the shards written and the photos
     that could not be read or decoded (pending again next run, until they are fixed)."""
     todo = embedding_steps.pending_batches(ws, params)
@@ -86,6 +86,8 @@ def run_projection(ws: Workspace, params: Params, *,
     # operator should see how many before the night's longest stage starts
     print(f"projection with {name}: {pending} of {pending + len(todo.done)} photos have no latent for it yet"
           + ("; projecting them" if pending else ""))
+    if report is not None:
+        report["projection_todo"] = {"generator": name, "pending": pending, "photos": pending + len(todo.done)}
     if not todo.batches:
         return [], todo.failures
     runner = task_runner_for(params, dask_workers=dask_workers)
@@ -141,7 +143,7 @@ def nightly_embedding(workspace: str, dask_workers: int | None = None) -> dict[s
         checkpoint("align:manifest-written")
         phase("alignment")
 
-        shards, failures = run_projection(ws, params, dask_workers=dask_workers)
+        shards, failures = run_projection(ws, params, dask_workers=dask_workers, report=record.outputs)
         for f in failures:
             print(f"warning: photo {f.photo_id} not projected, pending until fixed: {f.reason}")
         checkpoint("project:all-done")

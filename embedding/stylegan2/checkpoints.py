@@ -6,7 +6,8 @@ functions, containers, numbers and numpy arrays. The ``torch_utils.persistence``
 (each carrying its class's source code, which NVIDIA's loader would ``exec``) become inert placeholders
 that only hold their state: the init kwargs that define the architecture and the parameter/buffer dicts.
 Any other global is refused, by name, before it is called. rosinality ``.pt`` files go through
-``torch.load(weights_only=True)``.
+``torch.load(weights_only=True)``. Besides the generator, the discriminator saved with it (NVIDIA's ``D``,
+a rosinality training snapshot's ``d``) can be imported for fine-tuning (``load_discriminator``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import collections
 import io
+import os
 import pickle
 import re
 import warnings
@@ -23,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from embedding.stylegan2.discriminator import Discriminator, DiscriminatorConfig
 from embedding.stylegan2.generator import Generator, GeneratorConfig
 from embedding.stylegan2.layers import make_fir_filter
 from embedding.stylegan2.store import StoreError, load_state_strict
@@ -361,6 +364,16 @@ def rosinality_name_map(resolution: int, mapping_layers: int) -> dict[str, tuple
     return m
 
 
+def _channel_rule(chans: dict[int, int], where: str) -> tuple[int, int]:
+    """Layer widths by resolution -> (channel_base, channel_max) with width = min(base // res, max)."""
+    cmax = max(chans.values())
+    for base in [32768, 16384] + [c * r for r, c in sorted(chans.items())]:
+        if all(min(base // r, cmax) == c for r, c in chans.items()):
+            return base, cmax
+    raise CheckpointError(f"{where}: channel widths {chans} are not min(channel_base // res, channel_max) "
+                          f"for any channel_base; unsupported")
+
+
 def _infer_rosinality_config(sd: dict[str, torch.Tensor], args: Any, where: str) -> GeneratorConfig:
     try:
         c4, w_dim = sd["input.input"].shape[1], sd["conv1.conv.modulation.weight"].shape[1]
@@ -376,13 +389,7 @@ def _infer_rosinality_config(sd: dict[str, torch.Tensor], args: Any, where: str)
     chans = {4: int(c4)}
     for j in range(n_up):
         chans[8 * 2 ** j] = int(sd[f"convs.{2 * j}.conv.weight"].shape[1])
-    cmax = max(chans.values())
-    for base in [32768, 16384] + [c * r for r, c in sorted(chans.items())]:
-        if all(min(base // r, cmax) == c for r, c in chans.items()):
-            break
-    else:
-        raise CheckpointError(f"{where}: channel widths {chans} are not min(channel_base // res, channel_max) "
-                              f"for any channel_base; unsupported")
+    base, cmax = _channel_rule(chans, where)
     lr_mlp = 0.01
     if isinstance(args, argparse.Namespace | dict):
         a = vars(args) if isinstance(args, argparse.Namespace) else args
@@ -441,6 +448,11 @@ def generator_from_rosinality(obj: Any, *, where: str = "checkpoint") -> Generat
 
 
 def load_rosinality_file(path: str | Path) -> Generator:
+    return generator_from_rosinality(_torch_load_safe(path), where=str(path))
+
+
+def _torch_load_safe(path: str | Path) -> Any:
+    """torch.load(weights_only=True) (plus argparse.Namespace), with one-line CheckpointErrors."""
     where = str(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -452,7 +464,7 @@ def load_rosinality_file(path: str | Path) -> Generator:
         except (RuntimeError, EOFError, ValueError, OSError) as exc:
             msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise CheckpointError(f"{where}: not a readable torch checkpoint (truncated or corrupt?): {msg}") from None
-    return generator_from_rosinality(obj, where=where)
+    return obj
 
 
 def load_nvidia_file(path: str | Path) -> Generator:
@@ -460,3 +472,263 @@ def load_nvidia_file(path: str | Path) -> Generator:
     if not data or data[:1] != b"\x80":
         raise CheckpointError(f"{path}: not a pickle file (expected a stylegan2-ada-pytorch network .pkl)")
     return generator_from_nvidia_pickle(data, where=str(path))
+
+
+# ---------------------------------------------------------------------------------------------
+# Discriminators, for fine-tuning: an NVIDIA snapshot's D, a rosinality training snapshot's 'd'
+# ---------------------------------------------------------------------------------------------
+
+_D_TOP_KEYS = {"c_dim", "img_resolution", "img_channels", "architecture", "channel_base", "channel_max",
+               "num_fp16_res", "conv_clamp", "cmap_dim", "block_kwargs", "mapping_kwargs", "epilogue_kwargs"}
+_D_BLOCK_KEYS = {"activation", "resample_filter", "fp16_channels_last", "freeze_layers"}
+_D_EPILOGUE_KEYS = {"mbstd_group_size", "mbstd_num_channels", "activation"}
+_PAPER_MBSTD_GROUP = 4
+
+
+def _kwargs_dict(value: Any, name: str, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{where}: D's {name} is a {type(value).__name__}, not a dict of options")
+    return dict(value)
+
+
+def nvidia_discriminator_config(init_kwargs: dict[str, Any], *, where: str = "checkpoint") -> DiscriminatorConfig:
+    """stylegan2-ada-pytorch Discriminator init kwargs -> DiscriminatorConfig (unsupported options named).
+
+    Accepted without a counterpart here (docs/generator.md, "Importing the discriminator"): num_fp16_res
+    and conv_clamp (float16 measures; this D computes in float32), block_kwargs.freeze_layers and
+    fp16_channels_last (training switches), mapping_kwargs (NVIDIA builds no mapping network when
+    c_dim is 0), epilogue_kwargs.mbstd_group_size None (becomes the paper's 4).
+    """
+    kw = dict(init_kwargs)
+    bk = _kwargs_dict(kw.pop("block_kwargs", None), "block_kwargs", where)
+    mk = _kwargs_dict(kw.pop("mapping_kwargs", None), "mapping_kwargs", where)
+    ek = _kwargs_dict(kw.pop("epilogue_kwargs", None), "epilogue_kwargs", where)
+    if kw.get("c_dim", 0):
+        raise CheckpointError(f"{where}: conditional discriminators (D c_dim={kw['c_dim']!r} > 0) are not supported; "
+                              f"fine-tune from an unconditional snapshot or without its D")
+    unknown = (sorted(set(kw) - _D_TOP_KEYS) + [f"block_kwargs.{k}" for k in sorted(set(bk) - _D_BLOCK_KEYS)]
+               + [f"mapping_kwargs.{k}" for k in sorted(set(mk) - _MAPPING_KEYS)]
+               + [f"epilogue_kwargs.{k}" for k in sorted(set(ek) - _D_EPILOGUE_KEYS)])
+    if unknown:
+        raise CheckpointError(f"{where}: unsupported discriminator options {', '.join(unknown)} (only "
+                              f"stylegan2-ada-pytorch's Discriminator kwargs are known; a D of another codebase?)")
+    missing = [k for k in ("img_resolution", "img_channels") if k not in kw]
+    if missing:
+        raise CheckpointError(f"{where}: D init kwargs lack {', '.join(missing)} (not saved by NVIDIA's persistence?)")
+    arch = kw.get("architecture", "resnet")
+    if arch != "resnet":
+        raise CheckpointError(f"{where}: discriminator architecture {arch!r} is not supported (only 'resnet', the "
+                              f"paper's config F); fine-tune with a new seeded D instead of this file's")
+    if kw.get("cmap_dim") not in (None, 0):
+        raise CheckpointError(f"{where}: D cmap_dim={kw['cmap_dim']!r} is a conditioning option; an unconditional "
+                              f"D has None or 0")
+    for name, opts in (("block_kwargs", bk), ("epilogue_kwargs", ek)):
+        if opts.get("activation", "lrelu") != "lrelu":
+            raise CheckpointError(f"{where}: D {name}.activation={opts['activation']!r} is not supported (only 'lrelu')")
+    try:
+        standard_filter = [float(v) for v in bk.get("resample_filter", [1, 3, 3, 1])] == [1, 3, 3, 1]
+    except (TypeError, ValueError):
+        standard_filter = False
+    if not standard_filter:
+        raise CheckpointError(f"{where}: D block_kwargs.resample_filter={bk['resample_filter']!r} is not supported "
+                              f"(only the standard [1,3,3,1] filter)")
+    group = ek.get("mbstd_group_size", _PAPER_MBSTD_GROUP)
+    try:
+        if kw.get("conv_clamp") is not None:
+            float(kw["conv_clamp"])
+        int(kw.get("num_fp16_res", 0))
+        return DiscriminatorConfig(
+            resolution=int(kw["img_resolution"]), img_channels=int(kw["img_channels"]),
+            channel_base=int(kw.get("channel_base", 32768)), channel_max=int(kw.get("channel_max", 512)),
+            mbstd_group_size=_PAPER_MBSTD_GROUP if group is None else int(group),
+            mbstd_features=int(ek.get("mbstd_num_channels", 1)))
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{where}: unsupported discriminator configuration: {exc}") from None
+
+
+def _build_discriminator(config: DiscriminatorConfig, tensors: dict[str, torch.Tensor], where: str, what: str,
+                         file_names: dict[str, str] | None = None) -> Discriminator:
+    """Discriminator(config) holding exactly `tensors` (every name, every shape); left in train mode, grads on."""
+    names = file_names or {}
+    desc = (f"resolution {config.resolution}, channel_base {config.channel_base}, channel_max {config.channel_max}, "
+            f"mbstd_features {config.mbstd_features}")
+    D = Discriminator(config, seed=None)
+    expected = D.state_dict()
+
+    def listed(keys: list[str]) -> str:
+        return ", ".join(names.get(k, k) for k in keys[:4]) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
+
+    missing = [k for k in expected if k not in tensors]
+    if missing:
+        raise CheckpointError(f"{where}: {what} lacks tensor(s) {listed(missing)} that a 'resnet' D with {desc} has "
+                              f"(truncated or edited file?); use the snapshot as its training run saved it")
+    extra = sorted(set(tensors) - set(expected))
+    if extra:
+        raise CheckpointError(f"{where}: {what} has tensor(s) {listed(extra)} that a 'resnet' D with {desc} has not: "
+                              f"its settings do not describe its weights; unsupported")
+    for k, v in expected.items():
+        t = tensors[k]
+        if tuple(t.shape) != tuple(v.shape) or not t.is_floating_point():
+            raise CheckpointError(f"{where}: {what} tensor {names.get(k, k)} is {t.dtype} of shape {tuple(t.shape)}, "
+                                  f"but a 'resnet' D with {desc} needs float of shape {tuple(v.shape)}: its settings "
+                                  f"do not describe its weights (edited file?)")
+    D.load_state_dict({k: t.detach().to(torch.float32) for k, t in tensors.items()}, strict=True)
+    return D
+
+
+def _check_same_images(config: DiscriminatorConfig, g_res: Any, g_channels: Any, where: str, what: str) -> None:
+    if (config.resolution, config.img_channels) != (g_res, g_channels):
+        raise CheckpointError(f"{where}: {what} takes {config.img_channels}x{config.resolution}x{config.resolution} images "
+                              f"but the generator makes {g_channels}x{g_res}x{g_res}: D and G must come from the same "
+                              f"training run; use that run's snapshot, or fine-tune with a new seeded D")
+
+
+def discriminator_from_nvidia_pickle(data: bytes, *, where: str = "checkpoint") -> Discriminator | None:
+    """NVIDIA network pickle bytes -> its D as a Discriminator, or None when the pickle has no D entry.
+
+    The D comes back as the constructor leaves it (train mode, requires_grad on), every tensor loaded
+    strictly; its resolution and image channels must be G_ema's. Raises CheckpointError naming what does not fit.
+    """
+    root = restricted_load(data, where=where)
+    if not isinstance(root, dict) or root.get("D") is None:
+        return None
+    d = root["D"]
+    if not isinstance(d, PersistentPlaceholder) or d.class_name != "Discriminator":
+        found = d.class_name if isinstance(d, PersistentPlaceholder) else type(d).__name__
+        raise CheckpointError(f"{where}: D is a {found}, not a Discriminator network; expected a stylegan2-ada-pytorch "
+                              f"network snapshot")
+    init_kwargs = d.state.get("_init_kwargs")
+    if not isinstance(init_kwargs, dict) or d.state.get("_init_args"):
+        raise CheckpointError(f"{where}: D carries no init kwargs (not saved by NVIDIA's persistence)")
+    config = nvidia_discriminator_config(init_kwargs, where=where)
+    g = root.get("G_ema")
+    g_kwargs = g.state.get("_init_kwargs") if isinstance(g, PersistentPlaceholder) else None
+    if not isinstance(g_kwargs, dict):
+        raise CheckpointError(f"{where}: the pickle has a D but no G_ema with init kwargs to check it against; "
+                              f"expected a stylegan2-ada-pytorch network snapshot (G, D, G_ema)")
+    _check_same_images(config, g_kwargs.get("img_resolution"), g_kwargs.get("img_channels"), where, "D")
+    tensors: dict[str, torch.Tensor] = {}
+    _placeholder_tensors(d, "", tensors, where)
+    _check_filters(tensors, "resample_filter", make_fir_filter(), where)
+    return _build_discriminator(config, tensors, where, "D")
+
+
+def load_nvidia_discriminator(path: str | Path) -> Discriminator | None:
+    """The D of an NVIDIA stylegan2-ada-pytorch .pkl (see discriminator_from_nvidia_pickle); None without one."""
+    data = Path(path).read_bytes()
+    if not data or data[:1] != b"\x80":
+        raise CheckpointError(f"{path}: not a pickle file (expected a stylegan2-ada-pytorch network .pkl)")
+    return discriminator_from_nvidia_pickle(data, where=str(path))
+
+
+def rosinality_discriminator_name_map(resolution: int) -> dict[str, str]:
+    """rosinality Discriminator name -> project (= NVIDIA) name; its Blur '.kernel' buffers are checked, then dropped.
+
+    convs.0 is fromrgb; convs.{i} (i >= 1) the residual block at resolution R / 2^(i-1), whose conv1/conv2/skip
+    are conv0/conv1/skip here; final_conv and final_linear.0/.1 the 4x4 head's conv, fc and out.
+    """
+    m = {"convs.0.0.weight": f"b{resolution}.fromrgb.weight", "convs.0.1.bias": f"b{resolution}.fromrgb.bias"}
+    for i, res in enumerate((2 ** k for k in range(resolution.bit_length() - 1, 2, -1)), start=1):
+        m[f"convs.{i}.conv1.0.weight"] = f"b{res}.conv0.weight"
+        m[f"convs.{i}.conv1.1.bias"] = f"b{res}.conv0.bias"
+        m[f"convs.{i}.conv2.1.weight"] = f"b{res}.conv1.weight"
+        m[f"convs.{i}.conv2.2.bias"] = f"b{res}.conv1.bias"
+        m[f"convs.{i}.skip.1.weight"] = f"b{res}.skip.weight"
+    m.update({"final_conv.0.weight": "b4.conv.weight", "final_conv.1.bias": "b4.conv.bias",
+              "final_linear.0.weight": "b4.fc.weight", "final_linear.0.bias": "b4.fc.bias",
+              "final_linear.1.weight": "b4.out.weight", "final_linear.1.bias": "b4.out.bias"})
+    return m
+
+
+def discriminator_from_rosinality(obj: Any, *, where: str = "checkpoint") -> Discriminator | None:
+    """A loaded rosinality training snapshot -> its 'd' as a Discriminator, or None when there is no 'd'.
+
+    Same contract as discriminator_from_nvidia_pickle; the image size must be g_ema's. rosinality's
+    minibatch-std group is fixed at 4 in its code, so the config gets 4.
+    """
+    if not isinstance(obj, dict) or obj.get("d") is None:
+        return None
+    sd = obj["d"]
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise CheckpointError(f"{where}: 'd' is not a state dict of tensors")
+    if "convs.0.0.weight" not in sd or "final_conv.0.weight" not in sd:
+        raise CheckpointError(f"{where}: 'd' is not a rosinality StyleGAN2 discriminator (no convs.0.0.weight / "
+                              f"final_conv.0.weight); unsupported")
+    n_blocks = 0
+    while f"convs.{n_blocks + 1}.conv1.0.weight" in sd:
+        n_blocks += 1
+    resolution = 4 * 2 ** n_blocks
+    try:
+        final_in, c4 = int(sd["final_conv.0.weight"].shape[1]), int(sd["final_conv.0.weight"].shape[0])
+        chans = {4: c4, **{resolution >> j: int(sd[f"convs.{j + 1}.conv1.0.weight"].shape[0]) for j in range(n_blocks)}}
+        img_channels = int(sd["convs.0.0.weight"].shape[1])
+    except IndexError:
+        raise CheckpointError(f"{where}: 'd' has convolution weights that are not 4-d; not a rosinality "
+                              f"StyleGAN2 discriminator") from None
+    base, cmax = _channel_rule(chans, where)
+    try:
+        config = DiscriminatorConfig(resolution=resolution, channel_base=base, channel_max=cmax,
+                                     mbstd_group_size=_PAPER_MBSTD_GROUP, mbstd_features=final_in - c4,
+                                     img_channels=img_channels)
+    except ValueError as exc:
+        raise CheckpointError(f"{where}: unsupported rosinality discriminator: {exc}") from None
+    name_map = rosinality_discriminator_name_map(resolution)
+    tensors: dict[str, torch.Tensor] = {}
+    leftover = []
+    kernel = make_fir_filter()
+    for k, v in sd.items():
+        if k in name_map:
+            tensors[name_map[k]] = v
+        elif k.endswith(".kernel"):  # Blur buffers of the down-sampling convs
+            if v.shape != kernel.shape or not torch.allclose(v.float() / v.float().sum(), kernel, atol=1e-6):
+                raise CheckpointError(f"{where}: 'd' {k} is not the standard [1,3,3,1] filter; unsupported")
+        else:
+            leftover.append(k)
+    if leftover:
+        raise CheckpointError(f"{where}: unrecognised tensors in 'd' ({', '.join(leftover[:4])}): not a rosinality "
+                              f"StyleGAN2 discriminator of this layout")
+    g = obj.get("g_ema")
+    if not isinstance(g, dict) or not isinstance(g.get("to_rgb1.conv.weight"), torch.Tensor):
+        raise CheckpointError(f"{where}: the file has a 'd' but no 'g_ema' generator to check it against; expected a "
+                              f"rosinality stylegan2-pytorch training snapshot")
+    n_up = 0
+    while f"to_rgbs.{n_up}.conv.weight" in g:
+        n_up += 1
+    g_channels = int(g["to_rgb1.conv.weight"].shape[1]) if g["to_rgb1.conv.weight"].ndim >= 2 else None
+    _check_same_images(config, 4 * 2 ** n_up, g_channels, where, "'d'")
+    back = {v: k for k, v in name_map.items()}
+    return _build_discriminator(config, tensors, where, "'d'", file_names=back)
+
+
+def load_rosinality_discriminator(path: str | Path) -> Discriminator | None:
+    """The 'd' of a rosinality stylegan2-pytorch training snapshot (.pt); None when the file has none."""
+    return discriminator_from_rosinality(_torch_load_safe(path), where=str(path))
+
+
+def load_discriminator(checkpoint: str | os.PathLike | None) -> Discriminator | None:
+    """The discriminator saved beside a generator checkpoint, to fine-tune from; None where there is none.
+
+    NVIDIA .pkl: its D; rosinality .pt/.pth: a training snapshot's 'd' (converted FFHQ files hold only
+    g_ema: None). None, a project directory or .safetensors (generators only): None. The D comes back
+    in train mode with grads on, as Discriminator's constructor leaves it. Raises CheckpointError
+    (a ValueError) with a one-line message, like load_generator.
+    """
+    if checkpoint is None:
+        return None
+    path = Path(checkpoint)
+    if not path.exists():
+        raise CheckpointError(f"{path}: checkpoint not found (give the .pkl or .pt the generator was imported from)")
+    suffix = path.suffix.lower()
+    if path.is_dir() or suffix == ".safetensors":
+        return None
+    try:
+        if suffix == ".pkl":
+            return load_nvidia_discriminator(path)
+        if suffix in (".pt", ".pth"):
+            return load_rosinality_discriminator(path)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    raise CheckpointError(f"{path}: unknown checkpoint type {suffix or '(no suffix)'!r}; expected .pkl (NVIDIA), "
+                          f".pt/.pth (rosinality) or a project directory")

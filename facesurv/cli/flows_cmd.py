@@ -9,7 +9,7 @@ import typer
 
 from facesurv.cli.common import WorkspaceOpt, console, open_workspace, out
 
-FLOW_NAMES = ("nightly-embedding", "train-and-promote")
+FLOW_NAMES = ("nightly-embedding", "train-and-promote", "generator-training")
 
 flows_app = typer.Typer(help="Run the pipeline's Prefect flows now, or serve them on their cron schedules.",
                         no_args_is_help=True)
@@ -17,7 +17,7 @@ flows_app = typer.Typer(help="Run the pipeline's Prefect flows now, or serve the
 
 @flows_app.command("run")
 def run(
-    name: Annotated[str, typer.Argument(help="nightly-embedding | train-and-promote")],
+    name: Annotated[str, typer.Argument(help="nightly-embedding | train-and-promote | generator-training")],
     dask_workers: Annotated[int | None, typer.Option(
         help="Project on a local Dask cluster of this many workers (default: flows.dask_scheduler, else in-process).")] = None,
     workspace: WorkspaceOpt = None,
@@ -37,6 +37,10 @@ def run(
         from flows.nightly_embedding import nightly_embedding
 
         summary = nightly_embedding(str(ws.root), dask_workers=dask_workers)
+    elif name == "generator-training":
+        from flows.generator_training import generator_training
+
+        summary = generator_training(str(ws.root))
     else:
         from flows.train_and_promote import train_and_promote
 

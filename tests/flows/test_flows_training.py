@@ -20,7 +20,10 @@ def test_nightly_then_train_and_promote(workspace, prefect_api) -> None:
     first = nightly_embedding(str(workspace.root))
     assert first["new_photos"] == 60 and first["latent_rows_written"] == 60 and first["clinical_rows_written"] == 60
     assert first["materialized"] == {"face_latent": 60, "clinical": 60}
+    todo = first["projection_todo"]
+    assert todo["generator"].startswith("random-init stand-in ") and (todo["pending"], todo["photos"]) == (60, 60)
     again = nightly_embedding(str(workspace.root))  # nothing new: nothing recomputed or rewritten
+    assert (again["projection_todo"]["pending"], again["projection_todo"]["photos"]) == (0, 60)
     assert again["new_photos"] == 0 and again["projection_batches"] == 0 and again["latent_rows_written"] == 0
     assert again["data_rev"] == first["data_rev"]
 

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from embedding.stylegan2 import Generator, GeneratorConfig
+from embedding.stylegan2.discriminator import Discriminator, DiscriminatorConfig
 
 TINY = dict(z_dim=64, w_dim=64, mapping_layers=3, resolution=16, channel_base=128, channel_max=16)
 
@@ -106,17 +107,35 @@ def _nv_class(path: str) -> str:
     raise AssertionError(path)
 
 
-def _nv_tree(module: torch.nn.Module, path: str, init_kwargs: dict) -> PersistentObj:
+def _nv_d_class(path: str) -> str:
+    """NVIDIA's class of each module of a 'resnet' D (training/networks.py names)."""
+    last = path.rsplit(".", 1)[-1]
+    if path == "":
+        return "Discriminator"
+    if path == "b4":
+        return "DiscriminatorEpilogue"
+    if last.startswith("b") and last[1:].isdigit():
+        return "DiscriminatorBlock"
+    if last in ("fromrgb", "conv0", "conv1", "skip", "conv"):
+        return "Conv2dLayer"
+    if last in ("fc", "out"):
+        return "FullyConnectedLayer"
+    if last == "mbstd":
+        return "MinibatchStdLayer"
+    raise AssertionError(path)
+
+
+def _nv_tree(module: torch.nn.Module, path: str, init_kwargs: dict, classify=_nv_class) -> PersistentObj:
     params = collections.OrderedDict(
         (n, torch.nn.Parameter(p.detach().clone(), requires_grad=False)) for n, p in module.named_parameters(recurse=False))
     buffers = collections.OrderedDict((n, b.detach().clone()) for n, b in module.named_buffers(recurse=False)
                                       if n not in module._non_persistent_buffers_set)
-    cls = _nv_class(path)
-    if cls in ("SynthesisBlock", "SynthesisLayer"):
+    cls = classify(path)
+    if cls in ("SynthesisBlock", "SynthesisLayer", "DiscriminatorBlock", "Conv2dLayer"):
         f = torch.tensor([1.0, 3.0, 3.0, 1.0])
         buffers["resample_filter"] = torch.outer(f, f) / 64
     children = collections.OrderedDict(
-        (n, _nv_tree(c, f"{path}.{n}".lstrip("."), {})) for n, c in module.named_children())
+        (n, _nv_tree(c, f"{path}.{n}".lstrip("."), {}, classify)) for n, c in module.named_children())
     state = dict(training=False, _parameters=params, _buffers=buffers, _non_persistent_buffers_set=set(),
                  _backward_hooks=collections.OrderedDict(), _forward_hooks=collections.OrderedDict(),
                  _forward_pre_hooks=collections.OrderedDict(), _state_dict_hooks=collections.OrderedDict(),
@@ -129,10 +148,43 @@ def _nv_tree(module: torch.nn.Module, path: str, init_kwargs: dict) -> Persisten
     elif cls == "SynthesisLayer":
         state.update(resolution=module.resolution, up=2 if module.up else 1, use_noise=True, activation="lrelu",
                      conv_clamp=module.conv_clamp, padding=1, act_gain=np.float64(np.sqrt(2)))
+    elif cls == "Conv2dLayer":
+        state.update(activation=module.activation, up=1, down=2 if module.down else 1, conv_clamp=256,
+                     padding=module.kernel_size // 2, weight_gain=np.float64(module.weight_gain),
+                     act_gain=np.float64(module.act_gain))
+    elif cls == "MinibatchStdLayer":
+        state.update(group_size=module.group_size, num_channels=module.num_features)
     return PersistentObj(cls, state)
 
 
-def nvidia_pickle_bytes(G: Generator, monkeypatch, *, extra: dict | None = None, lr_in_kwargs: bool = True) -> bytes:
+def seeded_discriminator(G: Generator, seed: int = 5, **config) -> Discriminator:
+    """A paper-init D for G's images with every bias perturbed (they start at 0), so every tensor matters."""
+    cfg = DiscriminatorConfig(**{**DiscriminatorConfig.for_generator(G.config).to_dict(), **config})
+    D = Discriminator(cfg, seed=seed)
+    gen = torch.Generator().manual_seed(seed + 100)
+    with torch.no_grad():
+        for name, t in D.state_dict().items():
+            if name.endswith(".bias"):
+                t.add_(0.3 * torch.randn(t.shape, generator=gen))
+    return D
+
+
+def nvidia_discriminator_tree(D: Discriminator) -> PersistentObj:
+    """D as stylegan2-ada-pytorch pickles it: init kwargs as its train.py writes them ('resnet', fp16 and clamp
+    on, the epilogue's minibatch-std settings), a resample_filter buffer in every block and conv layer."""
+    c = D.config
+    init_kwargs = dict(c_dim=0, img_resolution=c.resolution, img_channels=c.img_channels, architecture="resnet",
+                       channel_base=c.channel_base, channel_max=c.channel_max, num_fp16_res=4, conv_clamp=256,
+                       cmap_dim=None, block_kwargs=_EasyDict(freeze_layers=0), mapping_kwargs=_EasyDict(),
+                       epilogue_kwargs=_EasyDict(mbstd_group_size=c.mbstd_group_size,
+                                                 mbstd_num_channels=c.mbstd_features))
+    return _nv_tree(D, "", init_kwargs, _nv_d_class)
+
+
+def nvidia_pickle_bytes(G: Generator, monkeypatch, *, extra: dict | None = None, lr_in_kwargs: bool = True,
+                        D: Discriminator | None = None, with_D: bool = True, edit_D=None) -> bytes:
+    """G (as G and G_ema) and D (default: seeded_discriminator(G)) in an NVIDIA snapshot; `edit_D(tree)` may
+    change D's placeholder tree (kwargs, tensors) before pickling; with_D=False leaves the D entry out."""
     install_nvidia_modules(monkeypatch)
     c = G.config
     mapping_kwargs = _EasyDict(num_layers=c.mapping_layers)
@@ -143,11 +195,12 @@ def nvidia_pickle_bytes(G: Generator, monkeypatch, *, extra: dict | None = None,
     init_kwargs = dict(z_dim=c.z_dim, c_dim=0, w_dim=c.w_dim, img_resolution=c.resolution,
                        img_channels=c.img_channels, mapping_kwargs=mapping_kwargs, synthesis_kwargs=synthesis_kwargs)
     g_ema = _nv_tree(G, "", init_kwargs)
-    disc = PersistentObj("Discriminator", dict(_parameters=collections.OrderedDict(w=torch.nn.Parameter(torch.ones(2))),
-                                              _buffers=collections.OrderedDict(), _modules=collections.OrderedDict(),
-                                              _init_args=(), _init_kwargs=dict(c_dim=0)))
-    snapshot = dict(training_set_kwargs=_EasyDict(path="ffhq.zip", resolution=c.resolution), G=g_ema, D=disc,
-                    G_ema=g_ema, augment_pipe=None)
+    snapshot = dict(training_set_kwargs=_EasyDict(path="ffhq.zip", resolution=c.resolution), G=g_ema)
+    if with_D:  # NVIDIA's order: G, D, G_ema, augment_pipe
+        snapshot["D"] = nvidia_discriminator_tree(D if D is not None else seeded_discriminator(G))
+        if edit_D is not None:
+            edit_D(snapshot["D"])
+    snapshot.update(G_ema=g_ema, augment_pipe=None)
     if extra:
         snapshot.update(extra)
     return pickle.dumps(snapshot)
@@ -206,4 +259,5 @@ def rosinality_checkpoint(G: Generator) -> dict:
 def layouts() -> types.SimpleNamespace:
     """The layout builders above, for test modules (conftest is not importable under importlib mode)."""
     return types.SimpleNamespace(nvidia_pickle_bytes=nvidia_pickle_bytes, rosinality_checkpoint=rosinality_checkpoint,
-                                 rosinality_state=rosinality_state, trained_like=trained_like)
+                                 rosinality_state=rosinality_state, trained_like=trained_like,
+                                 seeded_discriminator=seeded_discriminator)

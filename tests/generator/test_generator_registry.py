@@ -256,3 +256,17 @@ def test_demo_trains_promotes_and_switches_the_workspace(gen_ws):
     _, info = Components(gen_ws, written).generator()
     assert info.version == "facesurv-generator v1"
     assert any("kimg" in line for line in lines)
+
+
+def test_finetune_from_an_nvidia_pickle_continues_its_discriminator(gen_ws, tiny_G, monkeypatch, layouts):
+    from flows.generator_steps import train_generator
+
+    (gen_ws.root / "ffhq.pkl").write_bytes(layouts.nvidia_pickle_bytes(tiny_G, monkeypatch))
+    monkeypatch.undo()  # NVIDIA's modules were only needed to write the file; the loader never imports them
+    params = _edit(gen_ws, generator={"checkpoint": "ffhq.pkl"},
+                   generator_training={"start": "finetune", "kimg": 0.008, "photos": "train-photos"})
+    lines: list[str] = []
+    result = train_generator(gen_ws, params, log=lines.append)
+    assert result["discriminator"] == "imported from the checkpoint" and result["kind"] == "finetune"
+    assert result["parent"].startswith(str(gen_ws.root / "ffhq.pkl")) and tiny_G.img_resolution == 16
+    assert any("discriminator: imported from the checkpoint" in line for line in lines)
