@@ -134,15 +134,23 @@ def path_length_penalty(fake_images: torch.Tensor, ws: torch.Tensor, pl_mean: fl
     if a.ndim != 0 or not torch.isfinite(a):
         raise ValueError(f"pl_mean must be a finite number or 0-d tensor (start with 0.0), got {pl_mean!r}")
     a = a.detach().to(device=images.device, dtype=images.dtype)
-    h, w = images.shape[-2:]
-    noise_device = generator.device if generator is not None else images.device
-    y = torch.randn(images.shape, generator=generator, device=noise_device).to(images) / math.sqrt(h * w)
-    (grad,) = torch.autograd.grad((images * y).sum(), ws, create_graph=True, allow_unused=True)
-    if grad is None:
-        raise ValueError("fake_images do not depend on ws: pass fake_images = G.synthesis(ws) for these ws")
-    lengths = grad.square().sum(dim=2).mean(dim=1).sqrt()
+    lengths = path_lengths(images, ws, generator=generator)
     new_mean = a + decay * (lengths.detach().mean() - a)
     return (lengths - new_mean).square(), new_mean
+
+
+def path_lengths(fake_images: torch.Tensor, ws: torch.Tensor, *, generator: torch.Generator | None = None
+                 ) -> torch.Tensor:
+    """The lengths (N,) of `path_length_penalty`, in the graph (create_graph): length_i =
+    sqrt(mean_l ||(J_i^T y)_l||^2) with y ~ N(0, I) / sqrt(H * W) drawn with `generator`. For a
+    batch processed in parts, the running mean must be updated from all parts' lengths at once."""
+    h, w = fake_images.shape[-2:]
+    noise_device = generator.device if generator is not None else fake_images.device
+    y = torch.randn(fake_images.shape, generator=generator, device=noise_device).to(fake_images) / math.sqrt(h * w)
+    (grad,) = torch.autograd.grad((fake_images * y).sum(), ws, create_graph=True, allow_unused=True)
+    if grad is None:
+        raise ValueError("fake_images do not depend on ws: pass fake_images = G.synthesis(ws) for these ws")
+    return grad.square().sum(dim=2).mean(dim=1).sqrt()
 
 
 def lazy_weight(weight: float, interval: int) -> float:

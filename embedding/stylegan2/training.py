@@ -41,6 +41,7 @@ from embedding.stylegan2.objectives import (
     lazy_weight,
     mix_styles,
     path_length_penalty,
+    path_lengths,
     r1_penalty,
 )
 from embedding.stylegan2.snapshots import (
@@ -65,6 +66,20 @@ Dataset = torch.Tensor | Callable[[int, torch.Generator], torch.Tensor]
 # of an iteration (mixed precision does slightly; switching it is the caller's informed choice).
 _RESUMABLE_CHANGES = {"total_kimg", "snapshot_kimg", "device", "mixed_precision"}
 _RANGE_SLACK = 1e-3  # for reals rounded to [-1, 1] in float16/bfloat16
+
+
+def _world() -> tuple[int, int]:
+    """(rank, world size) of torch.distributed's default group, (0, 1) without one."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _slice_generator(seed: int, index: int) -> torch.Generator:
+    # one stream per part of the batch, a different one every iteration (seed is drawn per iteration)
+    return torch.Generator(device="cpu").manual_seed((seed + 0x9E3779B97F4A7C15 * (index + 1)) % (1 << 63))
 
 
 def _device(name: str) -> torch.device:
@@ -92,6 +107,10 @@ class Trainer:
             raise TypeError(f"config must be a TrainingConfig, got {type(config).__name__}")
         self.config = config
         self.device = _device(config.device)
+        self.rank, self.world = _world()
+        if config.slices % self.world:
+            raise ValueError(f"torch.distributed runs {self.world} processes: slices ({config.slices}) must be a "
+                             f"multiple of it (each process takes slices / {self.world} parts of the batch)")
         if isinstance(generator, GeneratorConfig):
             G = Generator(generator, seed=config.seed)
         elif isinstance(generator, Generator):
@@ -137,17 +156,19 @@ class Trainer:
 
     # --- one iteration ------------------------------------------------------------------------------
 
-    def sample_reals(self, dataset: Dataset) -> torch.Tensor:
-        """A minibatch (batch_size, C, R, R) on the trainer's device: rows of a tensor drawn uniformly with
-        replacement, or a callable's batch; either way drawn with `rng`."""
-        b, r, c = self.config.batch_size, self.G.img_resolution, self.G.img_channels
+    def sample_reals(self, dataset: Dataset, n: int | None = None, generator: torch.Generator | None = None
+                     ) -> torch.Tensor:
+        """A minibatch (n, default batch_size, C, R, R) on the trainer's device: rows of a tensor drawn
+        uniformly with replacement, or a callable's batch; either way drawn with `generator` (default rng)."""
+        b, r, c = self.config.batch_size if n is None else n, self.G.img_resolution, self.G.img_channels
+        rng = self.rng if generator is None else generator
         if isinstance(dataset, torch.Tensor):
             self._check_images(dataset, "dataset", None)
             if dataset.shape[0] < 1:
                 raise ValueError("dataset holds no images; pass (N, C, R, R) with N >= 1")
-            batch = dataset[torch.randint(dataset.shape[0], (b,), generator=self.rng)]
+            batch = dataset[torch.randint(dataset.shape[0], (b,), generator=rng)]
         elif callable(dataset):
-            batch = dataset(b, self.rng)
+            batch = dataset(b, rng)
             self._check_images(batch, "the dataset callable's batch", b)
         else:
             raise TypeError(f"dataset must be an (N, {c}, {r}, {r}) tensor or a callable (batch_size, generator) "
@@ -174,15 +195,17 @@ class Trainer:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _augment(self, images: torch.Tensor) -> torch.Tensor:
-        return self.controller.augment(images, generator=self.rng, ops=self.config.augment_ops)
+    def _augment(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.controller.augment(images, generator=self.rng if generator is None else generator,
+                                       ops=self.config.augment_ops)
 
-    def _fakes(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _fakes(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """n fake images (n, C, R, R) and their ws (n, num_ws, w_dim), random noise per image and layer."""
-        z = torch.randn(n, self.G.z_dim, generator=self.rng).to(self.device)
-        z2 = torch.randn(n, self.G.z_dim, generator=self.rng).to(self.device)
-        ws = mix_styles(self.G, z, z2, self.config.style_mixing_prob, generator=self.rng)
-        noise = [torch.randn((n, *shape), generator=self.rng).to(self.device)
+        rng = self.rng if generator is None else generator
+        z = torch.randn(n, self.G.z_dim, generator=rng).to(self.device)
+        z2 = torch.randn(n, self.G.z_dim, generator=rng).to(self.device)
+        ws = mix_styles(self.G, z, z2, self.config.style_mixing_prob, generator=rng)
+        noise = [torch.randn((n, *shape), generator=rng).to(self.device)
                  for shape in self.G.synthesis.noise_shapes()]
         # Per-sample weights as one grouped convolution are fast forward but slow to differentiate;
         # training scales the activations instead (NVIDIA does the same), the same maths.
@@ -197,6 +220,8 @@ class Trainer:
         """One iteration; returns {loss_g, loss_d, r1, pl, p, r_t, kimg, iteration} as floats. r1 and pl are
         the penalties' means (NaN on iterations without that regulariser), r_t NaN before ADA's first
         interval; p, kimg and iteration are the values after the step."""
+        if self.config.slices > 1 or self.world > 1:
+            return self._sliced_step(dataset)
         cfg, b, i = self.config, self.config.batch_size, self.iteration
         reals = self.sample_reals(dataset)
 
@@ -243,6 +268,137 @@ class Trainer:
         return {"loss_g": loss_g.item(), "loss_d": loss_d.item(), "r1": r1, "pl": pl, "p": self.controller.p,
                 "r_t": math.nan if r_t is None else r_t, "kimg": self.kimg, "iteration": float(self.iteration)}
 
+    # --- a batch in parts, on one process or several ---------------------------------------------------
+
+    def _reduce(self, module: torch.nn.Module) -> None:
+        """Sum the gradients of `module` over the processes (each holds its parts' share of the mean)."""
+        if self.world == 1:
+            return
+        import torch.distributed as dist
+
+        for p in module.parameters():
+            # a parameter a loss does not reach (biases in the path-length term) has no gradient on any
+            # process; Adam must skip it there too, as it does on one process
+            if p.grad is not None:
+                dist.all_reduce(p.grad)
+
+    def _gather(self, local: torch.Tensor) -> torch.Tensor:
+        """Every process's equal-sized `local` concatenated in rank order (= part order)."""
+        if self.world == 1:
+            return local
+        import torch.distributed as dist
+
+        parts = [torch.empty_like(local) for _ in range(self.world)]
+        dist.all_gather(parts, local.contiguous())
+        return torch.cat(parts)
+
+    def _track_w_avg(self, means: list[torch.Tensor], beta: float | None) -> None:
+        """The mapping's running mean of w, moved once per part in part order (as one process moves it,
+        part after part), from every process's parts' mean w."""
+        if beta is None or not means:
+            return
+        every = self._gather(torch.stack(means))
+        w_avg = self.G.mapping.w_avg
+        with torch.no_grad():
+            for m in every:
+                w_avg.copy_(m.to(w_avg.dtype).lerp(w_avg, beta))
+
+    def _sliced_step(self, dataset: Dataset) -> dict[str, float]:
+        beta = self.G.mapping.w_avg_beta
+        self.G.mapping.w_avg_beta = None   # updated by _track_w_avg instead, the same on every process
+        try:
+            return self._sliced_step_inner(dataset, beta)
+        finally:
+            self.G.mapping.w_avg_beta = beta
+
+    def _sliced_step_inner(self, dataset: Dataset, beta: float | None) -> dict[str, float]:
+        """train_step with the batch in config.slices parts (see TrainingConfig.slices): the same losses,
+        each part's scaled by 1 / slices and their gradients summed (accumulated here, all-reduced across
+        processes), so W processes taking slices / W parts each equal one process taking all of them."""
+        cfg, i = self.config, self.iteration
+        slices, n = cfg.slices, cfg.batch_size // cfg.slices
+        seed = int(torch.randint(0, 1 << 62, (1,), generator=self.rng))   # the same draw on every process
+        per = slices // self.world
+        mine = range(self.rank * per, (self.rank + 1) * per)
+        gens = {k: _slice_generator(seed, k) for k in mine}
+
+        self.G.requires_grad_(False)
+        self.D.requires_grad_(True)
+        self.opt_d.zero_grad(set_to_none=True)
+        reals, real_logits, loss_d, means = {}, [], 0.0, []
+        for k in mine:
+            reals[k] = self.sample_reals(dataset, n, gens[k])
+            with torch.no_grad(), self._autocast():
+                fakes, ws = self._fakes(n, gens[k])
+            means.append(ws[:, 0].detach().float().mean(dim=0))  # layer 0 is never mixed: the mapping's w
+            with self._autocast():
+                rl = self.D(self._augment(reals[k], gens[k])).float()
+                fl = self.D(self._augment(fakes, gens[k])).float()
+            loss = d_logistic(rl, fl) / slices
+            loss.backward()
+            real_logits.append(rl.detach())
+            loss_d += loss.item()
+        self._reduce(self.D)
+        self.opt_d.step()
+        self._track_w_avg(means, beta)
+        r1 = math.nan
+        if cfg.r1_gamma > 0 and i % cfg.r1_interval == 0:
+            self.opt_d.zero_grad(set_to_none=True)
+            r1 = 0.0
+            for k in mine:
+                x = reals[k].detach().requires_grad_(True)
+                penalty = r1_penalty(x, self.D(self._augment(x, gens[k]))).mean()
+                (lazy_weight(cfg.r1_gamma / 2, cfg.r1_interval) * penalty / slices).backward()
+                r1 += penalty.item() / per
+            self._reduce(self.D)
+            self.opt_d.step()
+        self.D.requires_grad_(False)
+
+        self.G.requires_grad_(True)
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g, means = 0.0, []
+        for k in mine:
+            with self._autocast():
+                fakes, ws = self._fakes(n, gens[k])
+                loss = g_nonsaturating(self.D(self._augment(fakes, gens[k])).float()) / slices
+            loss.backward()
+            loss_g += loss.item()
+            means.append(ws[:, 0].detach().float().mean(dim=0))
+        self._reduce(self.G)
+        self.opt_g.step()
+        self._track_w_avg(means, beta)
+        pl = math.nan
+        if cfg.pl_weight > 0 and i % cfg.pl_interval == 0:
+            m = max(1, n // cfg.pl_batch_shrink)
+            lengths, means = {}, []
+            for k in mine:
+                fakes, ws = self._fakes(m, gens[k])
+                lengths[k] = path_lengths(fakes, ws, generator=gens[k])
+                means.append(ws[:, 0].detach().float().mean(dim=0))
+            every = self._gather(torch.cat([lengths[k].detach() for k in mine]))
+            self.pl_mean = (self.pl_mean + cfg.pl_decay * (every.mean() - self.pl_mean)).detach()
+            self.opt_g.zero_grad(set_to_none=True)
+            pl = 0.0
+            for k in mine:
+                penalty_pl = (lengths[k] - self.pl_mean).square().mean()
+                (lazy_weight(cfg.pl_weight, cfg.pl_interval) * penalty_pl / slices).backward()
+                pl += penalty_pl.item() / per
+            self._reduce(self.G)
+            self.opt_g.step()
+            self._track_w_avg(means, beta)
+        self.G.requires_grad_(False)
+
+        ema_update(self.G_ema, self.G, self._ema_beta)
+        self.controller.update(self._gather(torch.cat(real_logits)))
+        self.iteration += 1
+        self.nimg += cfg.batch_size
+        self.G.random_init_seed = self.G_ema.random_init_seed = None
+        r_t = self.controller.r_t
+        # losses are this process's parts' share; * world is their mean estimate on every process
+        return {"loss_g": loss_g * self.world, "loss_d": loss_d * self.world, "r1": r1, "pl": pl,
+                "p": self.controller.p, "r_t": math.nan if r_t is None else r_t, "kimg": self.kimg,
+                "iteration": float(self.iteration)}
+
     # --- snapshots ----------------------------------------------------------------------------------
 
     def save_snapshot(self, snapshot_dir: str | os.PathLike) -> Path:
@@ -278,7 +434,8 @@ class Trainer:
                 raise StoreError(f"{where}: the snapshot's {key} {state[key]} differs from this trainer's {mine}; "
                                  f"use Trainer.resume(folder) to rebuild the trainer from the snapshot")
         theirs, mine = state["training_config"], self.config.to_dict()
-        changed = sorted(k for k in mine if theirs.get(k) != mine[k] and k not in _RESUMABLE_CHANGES)
+        defaults = TrainingConfig().to_dict()  # a key a snapshot predates has its default value
+        changed = sorted(k for k in mine if theirs.get(k, defaults[k]) != mine[k] and k not in _RESUMABLE_CHANGES)
         if changed:
             raise StoreError(f"{where}: the snapshot was trained with other {', '.join(changed)} (an exact "
                              f"continuation needs the same); use Trainer.resume(folder) to take its config")
@@ -345,9 +502,11 @@ def train(trainer: Trainer, dataset: Dataset, *, kimg: float | None = None, snap
         if progress is not None:
             progress(stats)
         if trainer.nimg // every > before // every:
-            trainer.save_snapshot(snapshot_dir)
+            if trainer.rank == 0:  # every process holds the same state; one writes it
+                trainer.save_snapshot(snapshot_dir)
             saved_at = trainer.iteration
-    if saved_at != trainer.iteration and not (Path(snapshot_dir) / snapshot_name(trainer.iteration)).is_file():
+    if (trainer.rank == 0 and saved_at != trainer.iteration
+            and not (Path(snapshot_dir) / snapshot_name(trainer.iteration)).is_file()):
         trainer.save_snapshot(snapshot_dir)
     return stats
 
