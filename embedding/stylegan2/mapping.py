@@ -28,7 +28,7 @@ class MappingNetwork(nn.Module):
         self.w_dim = w_dim
         self.num_ws = num_ws
         self.num_layers = num_layers
-        self.w_avg_beta = w_avg_beta
+        self.w_avg_beta: float | None = w_avg_beta
         features = [z_dim] + [w_dim] * num_layers
         for i in range(num_layers):
             setattr(self, f"fc{i}", FullyConnected(features[i], features[i + 1], activation="lrelu",
