@@ -153,7 +153,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     snap_dir = run_dir / "snapshots"
     run_dir.mkdir(parents=True, exist_ok=True)
     aligned = _aligned(args.work, "train")
-    images, failures = load_images([aligned[k] for k in sorted(aligned)], resolution=gcfg.resolution)
+    keys = sorted(aligned)
+    if args.limit:  # a small training set: a seeded subset of the training pool
+        keys = sorted(np.random.default_rng(args.seed).permutation(keys)[:args.limit].tolist())
+    images, failures = load_images([aligned[k] for k in keys], resolution=gcfg.resolution)
     if failures:
         raise SystemExit(f"{len(failures)} aligned photos unreadable, e.g. {failures[0]}")
     comp = components(None, params)
@@ -299,6 +302,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         k = generator_kid(G, net, real, n_fake=args.kid_fakes, seed=12345, subsets=100,
                           subset_size=min(500, len(ids)))
         kid_s = time.time() - t0
+        if args.kid_only:
+            row = {"sha256": info.sha256, "description": info.description,
+                   "kid": {"value": k.value, "se": k.std_error, "n_fake": k.n_fake, "subset_size": k.subset_size}}
+            log = args.work / "runs" / name / "log.jsonl"
+            if log.is_file():
+                rows = [json.loads(line) for line in log.read_text().splitlines()]
+                end = [r for r in rows if r.get("event") == "end"]
+                ticks = [r for r in rows if r.get("event") == "tick"]
+                start = next(r for r in rows if r.get("event") == "start")
+                row["training"] = {"photos": start["photos"], "kimg": end[-1]["kimg"], "seconds": end[-1]["seconds"],
+                                   "final_p": ticks[-1]["p"], "final_r_t": ticks[-1]["r_t"]}
+            result["generators"][name] = row
+            print(json.dumps({name: row}), flush=True)
+            continue
         projection = Projection.configured(p.projection, (G, info), parts.perceptual(), stats=parts.latent_stats())
         t0 = time.time()
         import tempfile
@@ -326,7 +343,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(json.dumps({name: row}), flush=True)
     if args.out:
         args.out.write_text(json.dumps(result, indent=1))
-    print(table(result))
+    if not args.kid_only:
+        print(table(result))
     return 0
 
 
@@ -373,6 +391,7 @@ def main() -> int:
     t.add_argument("--ema-kimg", type=float, default=2.0)
     t.add_argument("--kid-fakes", type=int, default=1000)
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--limit", type=int, default=0, help="train on this many photos of the pool (0: all)")
     t.add_argument("--threads", type=int, default=1)
     e = sub.add_parser("evaluate")
     e.add_argument("--runs", nargs="*", default=["ada", "off"])
@@ -381,6 +400,7 @@ def main() -> int:
     e.add_argument("--bootstrap", type=int, default=1000)
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--threads", type=int, default=2)
+    e.add_argument("--kid-only", action="store_true", help="KID only (no projection, no R^2)")
     e.add_argument("--out", type=Path, default=None)
     for p in (s, a, t, e):
         p.add_argument("--work", type=Path, default=argparse.SUPPRESS)

@@ -89,7 +89,7 @@ def training_config(params: Params, device: str) -> Any:
                           pl_weight=t.pl_weight, style_mixing_prob=t.style_mixing_prob, ema_kimg=t.ema_kimg,
                           ada_mode=t.ada_mode, ada_target=t.ada_target, ada_p=t.ada_p,
                           ada_speed_kimg=t.ada_speed_kimg, augment_ops=t.augment_ops, snapshot_kimg=t.tick_kimg,
-                          seed=t.seed, device=device, mixed_precision=t.mixed_precision)
+                          slices=t.slices, seed=t.seed, device=device, mixed_precision=t.mixed_precision)
 
 
 def _device(name: str) -> str:
@@ -178,14 +178,21 @@ def train_generator(ws: Workspace, params: Params, *, kimg: float | None = None,
     if images.shape[0] == 0:
         raise DataError(f"none of the {len(photos.paths)} photos could be read; first problem: {failures[0][1]}")
 
+    total = float(t.kimg if kimg is None else kimg)
+    if not (total > 0 and math.isfinite(total)):
+        raise ConfigError(f"kimg must be a finite number > 0, got {kimg!r}")
+    done_file = run_dir / "result.json"
+    if done_file.is_file():
+        done = json.loads(done_file.read_text())
+        if done["kimg"] >= total and (done["version"] is not None or not register):
+            log(f"  already trained to {done['kimg']:g} kimg" + (f" and registered as version {done['version']}"
+                                                                  if done["version"] else "") + "; nothing to do")
+            return dict(done)
     if latest_snapshot(snapshots) is not None:
         trainer = Trainer.resume(snapshots, device=device)
         log(f"  resuming from its snapshot at {trainer.kimg:g} kimg ({trainer.iteration} iterations)")
     else:
         trainer = Trainer(config, start, discriminator=start_D)
-    total = float(t.kimg if kimg is None else kimg)
-    if not (total > 0 and math.isfinite(total)):
-        raise ConfigError(f"kimg must be a finite number > 0, got {kimg!r}")
 
     comp = components(ws, params)
     net, pinfo = comp.perceptual(device=device)
@@ -281,6 +288,7 @@ def train_generator(ws: Workspace, params: Params, *, kimg: float | None = None,
                       "kid_features": kid_note, "parent": parent["parent"], "start": parent["kind"],
                       "training_config": trainer.config.to_dict(), **photos.lineage})
             run.set_tags({"registered_version": result["version"]})
+        done_file.write_text(json.dumps(result, indent=1, default=str))
     log(f"generator {name}: {trainer.kimg:g} kimg, KID {last['kid']:.4g} ± {last['kid_se']:.2g}, sha256 {sha[:12]}"
         + (f", registered as {t.registered_name} v{result['version']} (alias challenger)" if register else ""))
     return result

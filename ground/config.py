@@ -386,6 +386,7 @@ class GeneratorTrainingParams:
     kid_fakes: int
     kid_subsets: int
     grid_samples: int
+    slices: int
     seed: int
     device: str
     mixed_precision: bool
@@ -413,6 +414,8 @@ class GeneratorTrainingParams:
         _check(self.kid_fakes >= 2 and self.kid_subsets >= 1, "generator_training.kid_fakes/kid_subsets",
                "must be >= 2 and >= 1")
         _check(self.grid_samples >= 1, "generator_training.grid_samples", "must be >= 1")
+        _check(self.slices >= 1 and self.batch_size % self.slices == 0, "generator_training.slices",
+               f"must be >= 1 and divide batch_size ({self.batch_size}), got {self.slices}")
         _check(self.seed >= 0, "generator_training.seed", "must be >= 0")
         _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "generator_training.device",
                f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")

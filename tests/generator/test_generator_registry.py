@@ -84,6 +84,9 @@ def test_train_tracks_exports_and_registers(gen_ws):
     grids = [a.path for a in client.list_artifacts(result["mlflow_run_id"], "samples")]
     assert len(grids) == 4
     assert any("kimg" in line and "ETA" in line for line in lines)
+    again = train_generator(gen_ws, params, log=lines.append)   # the same inputs: already done
+    assert again["version"] == "1" and again["sha256"] == result["sha256"] and "nothing to do" in lines[-1]
+    assert len(client.search_model_versions("name = 'facesurv-generator'")) == 1
 
 
 def test_promote_then_workspace_embeds_with_the_version(gen_ws, capsys):
