@@ -45,6 +45,7 @@ class TrainingPhotos:
     paths: list[Path]
     root: Path
     lineage: dict[str, Any]
+    refused: list[str]   # "name: why" of files that are not plain files inside root (links, ...)
 
 
 def training_photos(ws: Workspace, params: Params) -> TrainingPhotos:
@@ -74,11 +75,21 @@ def training_photos(ws: Workspace, params: Params) -> TrainingPhotos:
     if not paths:
         where = root if folder is not None else "artifacts/aligned (run the nightly flow or `facesurv align` first)"
         raise DataError(f"no aligned photos to train a generator on in {where}")
-    digest = hashlib.sha256()
+    from embedding.fileio import sha256_regular_file
+
+    digest, kept, refused = hashlib.sha256(), [], []
     for p in paths:
-        digest.update(p.name.encode() + b"\0" + hashlib.sha256(p.read_bytes()).digest())
-    lineage.update({"photos_count": len(paths), "photos_sha256": digest.hexdigest()})
-    return TrainingPhotos(paths, root, lineage)
+        try:  # plain files inside the folder only: a link is never followed, not even to hash it
+            sha = sha256_regular_file(p, root=root)
+        except OSError as exc:
+            refused.append(f"{p.name}: {exc}")
+            continue
+        kept.append(p)
+        digest.update(p.name.encode() + b"\0" + bytes.fromhex(sha))
+    if not kept:
+        raise DataError(f"none of the {len(paths)} photos in {root} is a plain readable file; first: {refused[0]}")
+    lineage.update({"photos_count": len(kept), "photos_sha256": digest.hexdigest(), "photos_refused": len(refused)})
+    return TrainingPhotos(kept, root, lineage, refused)
 
 
 def training_config(params: Params, device: str) -> Any:
@@ -173,6 +184,8 @@ def train_generator(ws: Workspace, params: Params, *, kimg: float | None = None,
         f"discriminator: {parent['discriminator']}")
     images, failures = load_images(photos.paths, resolution=resolution, root=photos.root,
                                    progress=lambda d, n: log(f"  decoded {d}/{n} photos") if n >= 500 else None)
+    for why in photos.refused:
+        log(f"warning: not a plain file inside the photo folder, left out: {why}")
     for path, reason in failures:
         log(f"warning: {path} left out of training: {reason}")
     if images.shape[0] == 0:

@@ -273,3 +273,14 @@ def test_finetune_from_an_nvidia_pickle_continues_its_discriminator(gen_ws, tiny
     assert result["discriminator"] == "imported from the checkpoint" and result["kind"] == "finetune"
     assert result["parent"].startswith(str(gen_ws.root / "ffhq.pkl")) and tiny_G.img_resolution == 16
     assert any("discriminator: imported from the checkpoint" in line for line in lines)
+
+
+def test_a_link_in_the_photo_folder_is_never_read(gen_ws, tmp_path):
+    from flows.generator_steps import training_photos
+
+    secret = tmp_path / "outside.png"
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(secret)
+    (gen_ws.root / "train-photos" / "zz-link.png").symlink_to(secret)
+    photos = training_photos(gen_ws, gen_ws.load_params())
+    assert [p.name for p in photos.paths] == [f"p{i:02d}.png" for i in range(10)]
+    assert photos.lineage["photos_refused"] == 1 and photos.refused[0].startswith("zz-link.png:")
