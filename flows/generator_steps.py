@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -169,7 +170,12 @@ def train_generator(ws: Workspace, params: Params, *, kimg: float | None = None,
     from training.tracking import clean_metrics, ensure_experiment
 
     t = params.generator_training
+    rank, world = distributed_from_env()
+    if rank != 0:
+        log = _quiet   # one process reports, tracks, exports and registers; the others only train
     device = _device(t.device)
+    if world > 1 and device == "cuda":
+        device = f"cuda:{os.environ.get('LOCAL_RANK', rank)}"
     photos = training_photos(ws, params)
     start, start_D, parent = _start(ws, params)
     config = training_config(params, device)
@@ -206,6 +212,9 @@ def train_generator(ws: Workspace, params: Params, *, kimg: float | None = None,
         log(f"  resuming from its snapshot at {trainer.kimg:g} kimg ({trainer.iteration} iterations)")
     else:
         trainer = Trainer(config, start, discriminator=start_D)
+    if rank != 0:
+        train(trainer, images, kimg=total, snapshot_dir=snapshots)
+        return {"run_name": name, "run_dir": str(run_dir), "rank": rank, "kimg": trainer.kimg}
 
     comp = components(ws, params)
     net, pinfo = comp.perceptual(device=device)
@@ -305,6 +314,24 @@ def train_generator(ws: Workspace, params: Params, *, kimg: float | None = None,
     log(f"generator {name}: {trainer.kimg:g} kimg, KID {last['kid']:.4g} ± {last['kid_se']:.2g}, sha256 {sha[:12]}"
         + (f", registered as {t.registered_name} v{result['version']} (alias challenger)" if register else ""))
     return result
+
+
+def _quiet(message: str) -> None:
+    return None
+
+
+def distributed_from_env() -> tuple[int, int]:
+    """(rank, world size). Under torchrun (WORLD_SIZE > 1) the process group is joined here, NCCL
+    on a CUDA machine, gloo otherwise; (0, 1) for a plain run."""
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world <= 1:
+        return 0, 1
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
 
 
 def _run(client: Any, exp_id: str, name: str, run_id: str | None) -> Any:

@@ -123,12 +123,16 @@ def train_(
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Train (or resume) a StyleGAN2 + ADA generator on the workspace's aligned photos; track it in
-    MLflow and register it (alias challenger). Settings: the generator_training section of params.yaml."""
+    MLflow and register it (alias challenger). Settings: the generator_training section of params.yaml.
+    Several processes or GPUs: `torchrun --nproc_per_node N $(which facesurv) generator train`, with
+    generator_training.slices a multiple of N."""
     from flows.generator_steps import promote as promote_version
     from flows.generator_steps import train_generator
 
     ws, params = open_workspace(workspace)
     result = train_generator(ws, params, kimg=kimg, register=not no_register, log=out.print)
+    if result.get("rank", 0) != 0:   # under torchrun: process 0 reports, tracks, exports and registers
+        return
     out.print(f"exported {result['run_dir']}/generator (sha256 {result['sha256']}), {result['kimg']:g} kimg in "
               f"{result['seconds']:.0f} s; MLflow run {result['mlflow_run_id']}")
     if promote and result["version"] is not None:

@@ -20,13 +20,13 @@ REPO = Path(__file__).resolve().parents[2]
 GEN = {"resolution": 8, "z_dim": 16, "w_dim": 16, "mapping_layers": 2, "channel_base": 64, "channel_max": 8}
 
 
-def _workspace(root: Path, *, kimg: float) -> Path:
+def _workspace(root: Path, *, kimg: float, slices: int = 1) -> Path:
     root.mkdir(parents=True)
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw["generator"].update(GEN)
     raw["generator_training"].update({"photos": "photos", "kimg": kimg, "batch_size": 4, "tick_kimg": 0.008,
                                       "kid_fakes": 8, "kid_subsets": 2, "grid_samples": 4, "ema_kimg": 0.01,
-                                      "device": "cpu"})
+                                      "device": "cpu", "slices": slices})
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     photos = root / "photos"
     photos.mkdir()
@@ -36,10 +36,10 @@ def _workspace(root: Path, *, kimg: float) -> Path:
     return root
 
 
-def _cli(root: Path, *args: str) -> subprocess.Popen:
+def _cli(root: Path, *args: str, launcher: tuple[str, ...] = ()) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     entry = Path(sys.executable).parent / "facesurv"   # the installed command, as a user runs it
-    return subprocess.Popen([str(entry), "generator", "train", "--no-register",
+    return subprocess.Popen([*launcher, str(entry), "generator", "train", "--no-register",
                              "--workspace", str(root), *args], cwd=root, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -75,6 +75,29 @@ def test_kill_9_then_resume_gives_the_uninterrupted_generator(tmp_path):
     assert proc.returncode == 0, out
     assert "resuming from its snapshot at" in out
     assert _exported_sha(killed) == _exported_sha(straight)
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_train_what_one_process_trains(tmp_path):
+    from embedding.stylegan2 import load_generator
+
+    one = _workspace(tmp_path / "one", kimg=0.032, slices=2)
+    proc = _cli(one)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
+    two = _workspace(tmp_path / "two", kimg=0.032, slices=2)
+    torchrun = Path(sys.executable).parent / "torchrun"
+    proc = _cli(two, launcher=(str(torchrun), "--standalone", "--nproc_per_node", "2"))
+    out2, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out2
+    assert out2.count("generator training ") == 1   # one process reports
+    (a,) = (one / "generators" / "runs").glob("*/generator")
+    (b,) = (two / "generators" / "runs").glob("*/generator")
+    assert a.parent.name == b.parent.name
+    Ga, _ = load_generator(a)
+    Gb, _ = load_generator(b)
+    for (name, x), (_, y) in zip(Ga.state_dict().items(), Gb.state_dict().items(), strict=True):
+        assert torch.allclose(x, y, rtol=1e-4, atol=2e-5), name
 
 
 def test_gpu_benchmark_script_runs_on_cpu(tmp_path, capsys):
