@@ -39,7 +39,10 @@ def test_dask_projection_matches_single_process(workspace, prefect_api, tmp_path
     assert len(paths) == 3 and not failures and embedding_steps.pending_batches(workspace, params).batches == []
     on_dask, in_process = _latents(workspace, params), _latents(single, params)
     assert set(on_dask) == set(in_process) and len(on_dask) == 5
+    # the same maths; a Dask worker's torch uses another number of threads, and the backward of a
+    # convolution sums in a thread-dependent order (gradients differ by about 1e-4 between 1 and 2
+    # threads): after Adam's normalised steps latents differ by up to about 6e-5
     for sha, lat in in_process.items():
-        np.testing.assert_allclose(on_dask[sha], lat, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(on_dask[sha], lat, rtol=0, atol=2e-4)
     # nothing left to do: a second run submits no batch
     assert run_projection(workspace, params, dask_workers=2) == ([], [])
