@@ -166,7 +166,7 @@ def train_generator(ws: Workspace, params: Params, *, kimg: float | None = None,
     from embedding.stylegan2.snapshots import latest_snapshot
     from embedding.stylegan2.training import Trainer, export_generator, train
     from training.generator_registry import ARTIFACT_PATH, register_generator
-    from training.runs import RunLog
+    from training.runs import RunLog, open_run
     from training.tracking import clean_metrics, ensure_experiment
 
     t = params.generator_training
@@ -255,7 +255,7 @@ def train_generator(ws: Workspace, params: Params, *, kimg: float | None = None,
                                                   for k, v in clean_metrics(metrics).items()])
 
     t0 = time.time()
-    with _run(client, exp_id, name, known) as run:
+    with open_run(client, experiment_id=exp_id, name=f"generator-{name}", continue_run=known) as run:
         if known is None:
             id_file.write_text(json.dumps({"run_id": run.run_id}))
             run.set_tags({"facesurv.kind": "generator-training", "photos_dvc_rev": photos.lineage["photos_dvc_rev"],
@@ -332,30 +332,6 @@ def distributed_from_env() -> tuple[int, int]:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     return dist.get_rank(), dist.get_world_size()
-
-
-def _run(client: Any, exp_id: str, name: str, run_id: str | None) -> Any:
-    """A new run, or the interrupted one continued (its id kept in the run folder)."""
-    import contextlib
-
-    from training.runs import RunLog, open_run
-
-    if run_id is None:
-        return open_run(client, experiment_id=exp_id, name=f"generator-{name}")
-
-    @contextlib.contextmanager
-    def reopened() -> Any:
-        from mlflow.entities import RunStatus
-
-        client.update_run(run_id, status="RUNNING")
-        log = RunLog(client, run_id, exp_id)
-        try:
-            yield log
-        except BaseException:
-            client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
-            raise
-        client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
-    return reopened()
 
 
 def promote(ws: Workspace, params: Params, version: str, *, alias: str = "champion") -> dict[str, Any]:

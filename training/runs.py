@@ -59,17 +59,23 @@ class RunLog:
 
 
 @contextlib.contextmanager
-def open_run(client: Any, *, experiment_id: str, name: str, parent: RunLog | None = None) -> Iterator[RunLog]:
-    """A new run (nested under `parent` if given), ended FINISHED, or FAILED when the block raises."""
+def open_run(client: Any, *, experiment_id: str, name: str, parent: RunLog | None = None,
+             continue_run: str | None = None) -> Iterator[RunLog]:
+    """A new run (nested under `parent` if given), or the run `continue_run` set RUNNING again (an
+    interrupted job resuming); ended FINISHED, or FAILED when the block raises."""
     from mlflow.entities import RunStatus
     from mlflow.tracking.context.registry import resolve_tags
     from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
-    tags = {MLFLOW_RUN_NAME: name}
-    if parent is not None:
-        tags[MLFLOW_PARENT_RUN_ID] = parent.run_id
-    run = client.create_run(experiment_id, tags=resolve_tags(tags), run_name=name)
-    log = RunLog(client, run.info.run_id, experiment_id)
+    if continue_run is not None:
+        client.update_run(continue_run, status="RUNNING")
+        log = RunLog(client, continue_run, experiment_id)
+    else:
+        tags = {MLFLOW_RUN_NAME: name}
+        if parent is not None:
+            tags[MLFLOW_PARENT_RUN_ID] = parent.run_id
+        run = client.create_run(experiment_id, tags=resolve_tags(tags), run_name=name)
+        log = RunLog(client, run.info.run_id, experiment_id)
     try:
         yield log
     except BaseException:

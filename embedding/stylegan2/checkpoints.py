@@ -288,11 +288,16 @@ def nvidia_config(init_kwargs: dict[str, Any], *, where: str = "checkpoint") -> 
         raise CheckpointError(f"{where}: unsupported generator configuration: {exc}") from None
 
 
+def _check_kernel(v: torch.Tensor, expected: torch.Tensor, name: str, where: str) -> None:
+    """A stored FIR buffer must be the [1,3,3,1] filter (any scale): the only one the layers implement."""
+    f = v.to(torch.float32)
+    if f.shape != expected.shape or not torch.allclose(f / f.sum(), expected, atol=1e-6):
+        raise CheckpointError(f"{where}: {name} is not the standard [1,3,3,1] filter; unsupported")
+
+
 def _check_filters(tensors: dict[str, torch.Tensor], suffix: str, expected: torch.Tensor, where: str) -> None:
     for k in [k for k in tensors if k.endswith(suffix)]:
-        f = tensors.pop(k).to(torch.float32)
-        if f.shape != expected.shape or not torch.allclose(f / f.sum(), expected, atol=1e-6):
-            raise CheckpointError(f"{where}: {k} is not the standard [1,3,3,1] filter; unsupported")
+        _check_kernel(tensors.pop(k), expected, k, where)
 
 
 def generator_from_nvidia_pickle(data: bytes, *, where: str = "checkpoint") -> Generator:
@@ -433,8 +438,7 @@ def generator_from_rosinality(obj: Any, *, where: str = "checkpoint") -> Generat
                 v = v.reshape(-1)
             tensors[dst] = v
         elif k.endswith(".kernel"):  # blur/upsample FIR buffers
-            if v.shape != kernel.shape or not torch.allclose(v.float() / v.float().sum(), kernel, atol=1e-6):
-                raise CheckpointError(f"{where}: {k} is not the standard [1,3,3,1] filter; unsupported")
+            _check_kernel(v, kernel, k, where)
         else:
             leftover.append(k)
     if leftover:
@@ -682,8 +686,7 @@ def discriminator_from_rosinality(obj: Any, *, where: str = "checkpoint") -> Dis
         if k in name_map:
             tensors[name_map[k]] = v
         elif k.endswith(".kernel"):  # Blur buffers of the down-sampling convs
-            if v.shape != kernel.shape or not torch.allclose(v.float() / v.float().sum(), kernel, atol=1e-6):
-                raise CheckpointError(f"{where}: 'd' {k} is not the standard [1,3,3,1] filter; unsupported")
+            _check_kernel(v, kernel, f"'d' {k}", where)
         else:
             leftover.append(k)
     if leftover:
