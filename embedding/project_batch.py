@@ -2,9 +2,10 @@
 
 `facesurv project`, the nightly flow (one task per batch, on Dask when asked) and the benchmarks
 all project through here. A `Projection` is everything that decides a photo's latent: the
-generator, the perceptual network when one is given, and the settings. Its `key`, the sha256 of
-the generator's sha256, the perceptual network's sha256 and resize, and every setting, names its
-shards: each finished batch is written at once as `shard-<key16>-<batch16>.npz` (temp file +
+generator, the perceptual network when one is given, the encoder when one gives the start
+latents, and the settings. Its `key`, the sha256 of the generator's sha256, the perceptual
+network's sha256 and resize, the encoder's sha256 (only when there is one), and every setting,
+names its shards: each finished batch is written at once as `shard-<key16>-<batch16>.npz` (temp file +
 rename) with the photos' ids, hashes and results, and the run's provenance in its metadata
 (features.latents reads a shard as the one latent table). A photo whose hash is in a shard of
 the key is done and never projected again, so a killed run redoes at most the batch in flight.
@@ -87,7 +88,9 @@ class Projection:
     description; version when the registry named it); perceptual_info: PerceptualInfo, required with
     a perceptual network. settings: keyword options of `embedding.projection.project` (space, steps,
     loss, ...). stats: the generator's latent statistics, drawn on first use when None. project_fn:
-    `project` unless a test or a crash test puts something around it."""
+    `project` unless a test or a crash test puts something around it. encoder, encoder_info: an
+    embedding.encoder.Encoder and its EncoderInfo, or None: its latents start the optimisation
+    (`project(init=...)`), so its sha256 keys the shards."""
 
     G: Any
     generator_info: Any
@@ -99,24 +102,51 @@ class Projection:
     mixed_precision: bool = False
     stats: Any = None
     project_fn: Callable[..., Any] | None = None
+    encoder: Any = None
+    encoder_info: Any = None
 
     def __post_init__(self) -> None:
         if self.perceptual is not None and self.perceptual_info is None:
             raise ValueError("a perceptual network needs its PerceptualInfo: its sha256 keys the shards")
         if "perceptual" in str(self.settings.get("loss", "mse")) and self.perceptual is None:
             raise ValueError(f"loss {self.settings['loss']!r} needs a perceptual network; pass one or use loss 'mse'")
+        if self.encoder is not None:
+            self._check_encoder()
+
+    def _check_encoder(self) -> None:
+        info, g = self.encoder_info, self.generator_info
+        if info is None:
+            raise ValueError("an encoder needs its EncoderInfo (embedding.encoder.load_encoder gives both): "
+                             "its sha256 keys the shards")
+        if info.generator_sha256 != g.sha256:
+            raise ValueError(f"the encoder was trained for generator {info.generator_sha256[:16]}..., not this "
+                             f"projection's {g.sha256[:16]}...; train an encoder for this generator")
+        space = self.settings.get("space", "w")
+        fits = {"z": ("z",), "w": ("w", "w+")}.get(info.space, ())
+        if space not in fits or self.encoder.config.space != info.space:
+            raise ValueError(f"a {info.space!r} encoder cannot start a {space!r} projection; use a z encoder for "
+                             "space z and a w encoder for w and w+")
+        if self.encoder.config.resolution != self.G.img_resolution:
+            raise ValueError(f"the encoder takes {self.encoder.config.resolution}px photos but the generator makes "
+                             f"{self.G.img_resolution}px; train an encoder for this generator")
 
     @classmethod
     def configured(cls, options: Any, generator: tuple[Any, Any], perceptual: tuple[Any, Any] = (None, None),
-                   **kw: Any) -> Projection:
-        """From params.projection (project_options(), seed, mixed_precision) and (model, info) pairs."""
+                   *, encoder: tuple[Any, Any] | None = None, **kw: Any) -> Projection:
+        """From params.projection (project_options(), seed, mixed_precision) and (model, info) pairs;
+        encoder: (Encoder, EncoderInfo) to start from its latents."""
+        if encoder is not None:
+            kw.update(encoder=encoder[0], encoder_info=encoder[1])
         return cls(generator[0], generator[1], options.project_options(), options.seed, *perceptual,
                    mixed_precision=options.mixed_precision, **kw)
 
     @property
     def provenance(self) -> dict[str, Any]:
         """Where the latents come from, as JSON: written into every shard, read into every table."""
-        g, p = self.generator_info, self.perceptual_info
+        g, p, e = self.generator_info, self.perceptual_info, self.encoder_info
+        # "encoder" only when there is one: provenance without it stays what older shards hold
+        encoder = {} if self.encoder is None else {"encoder": {
+            k: getattr(e, k) for k in ("sha256", "generator_sha256", "space", "source", "steps")}}
         return {
             "format": SHARD_FORMAT,
             # version: the generator registry's name for the weights (None for a file, the stand-in, or an
@@ -127,6 +157,7 @@ class Projection:
                                                   ("network", "sha256", "is_stand_in", "resize", "source", "description")},
             "settings": {**self.settings, "seed": self.seed, "mixed_precision": self.mixed_precision,
                          "resolution": self.G.img_resolution},
+            **encoder,
         }
 
     @property
@@ -136,8 +167,11 @@ class Projection:
         weights, so renaming them reuses the shards."""
         prov = self.provenance
         perceptual = prov["perceptual"] and {k: prov["perceptual"][k] for k in ("network", "sha256", "resize")}
-        blob = json.dumps({"format": SHARD_FORMAT, "generator": prov["generator"]["sha256"], "perceptual": perceptual,
-                           "settings": prov["settings"]}, sort_keys=True, default=str)
+        keyed = {"format": SHARD_FORMAT, "generator": prov["generator"]["sha256"], "perceptual": perceptual,
+                 "settings": prov["settings"]}
+        if "encoder" in prov:  # absent without one, so the key of an optimisation-only run never changes
+            keyed["encoder"] = prov["encoder"]["sha256"]
+        blob = json.dumps(keyed, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def run(self, images: Any, photo_sha256: Sequence[str]) -> Any:
@@ -145,9 +179,15 @@ class Projection:
         sha256: the one projection call of the batch driver and of photo scoring."""
         from embedding.projection import project, stable_seed
 
+        extra: dict[str, Any] = {}
+        if self.encoder is not None:
+            from embedding.encoder import encode
+
+            extra["init"] = encode(self.encoder, images)
         return (self.project_fn or project)(
             self.G, images, seed=[stable_seed(self.seed, h) for h in photo_sha256], perceptual=self.perceptual,
-            device=self.device, mixed_precision=self.mixed_precision, stats=self.statistics(), **self.settings)
+            device=self.device, mixed_precision=self.mixed_precision, stats=self.statistics(), **self.settings,
+            **extra)
 
     def statistics(self) -> Any:
         if self.stats is None:

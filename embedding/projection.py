@@ -13,6 +13,8 @@ One pure function, `project`, in the manner of NVIDIA's stylegan2-ada-pytorch pr
   "nearest_w_avg", the same start for every photo, the z analogue of NVIDIA's start) or
   from a per-photo Gaussian draw (z_init "seeded"). Noise on z and every schedule as in w.
 - space "w+": one w per layer, started at w_avg.
+- any space can start instead from per-photo latents (`init`), e.g. an encoder's guess
+  (embedding.encoder): a few steps from there replace many from w_avg.
 
 Batches are independent projections: every photo has its own latent, noise buffers, noise
 penalty and RNG stream (a torch.Generator seeded per photo), Adam is element-wise and the
@@ -192,6 +194,24 @@ def _check_images(G, images) -> torch.Tensor:
     return x
 
 
+def _check_init(G, init, *, space: str, n_photos: int) -> torch.Tensor:
+    x = torch.as_tensor(np.asarray(init) if not isinstance(init, torch.Tensor) else init).detach()
+    shapes: list[tuple[int, ...]]
+    if space == "z":
+        shapes = [(n_photos, G.z_dim)]
+    elif space == "w":
+        shapes = [(n_photos, G.w_dim)]
+    else:
+        shapes = [(n_photos, G.w_dim), (n_photos, G.num_ws, G.w_dim)]
+    if tuple(x.shape) not in shapes:
+        raise ValueError(f"init must be {' or '.join(str(s) for s in shapes)} for space {space!r} "
+                         f"(one start latent per photo), got {tuple(x.shape)}")
+    x = x.float().cpu()
+    if not torch.isfinite(x).all():
+        raise ValueError("init contains NaN or infinite values; pass finite start latents")
+    return x
+
+
 def project(
     G,
     images,
@@ -217,6 +237,7 @@ def project(
     mixed_precision: bool = False,
     progress: Callable[[int, int], None] | None = None,
     stats: LatentStats | None = None,
+    init=None,
 ) -> ProjectionResult:
     """Find, for every photo, the latent whose generated image best matches it.
 
@@ -224,7 +245,7 @@ def project(
         G: generator (embedding.stylegan2.Generator API) already on `device`; not modified.
         images: (N, 3, R, R) float in [-1, 1], R = G.img_resolution (tensor or array).
         space: "z" (paper), "w" (NVIDIA) or "w+".
-        steps: optimisation steps (>= 1).
+        steps: optimisation steps (>= 1; 0 with `init` returns the start itself, "encoder only").
         learning_rate: Adam's peak learning rate.
         loss: "mse" (pixel mean squared error in [-1, 1] units), "perceptual" (LPIPS-style
             VGG-16 distance; needs `perceptual`) or "mse+perceptual" (perceptual + mse_weight * mse).
@@ -255,6 +276,10 @@ def project(
         progress: called as progress(step, steps) after every step.
         stats: latent_statistics(G, samples=w_avg_samples) computed beforehand, to reuse
             across batches; None computes them here. Must match w_avg_samples.
+        init: per-photo start latents instead of w_avg (or z_init's start), e.g. from
+            embedding.encoder.encode: (N, z_dim) for space z, (N, w_dim) for w, (N, w_dim)
+            (every layer) or (N, num_ws, w_dim) for w+; tensor or array, finite. Everything
+            else (latent noise, schedules, noise buffers, seeds) is as without it.
 
     Returns:
         ProjectionResult (see its docstring for shapes).
@@ -270,8 +295,8 @@ def project(
         raise ValueError(f"noise_mode must be one of {', '.join(NOISE_MODES)}, got {noise_mode!r}")
     if z_init not in Z_INITS:
         raise ValueError(f"z_init must be one of {', '.join(Z_INITS)}, got {z_init!r}")
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < (0 if init is not None else 1):
+        raise ValueError(f"steps must be an integer >= 1 (or 0 with init=, to keep the start), got {steps!r}")
     if not learning_rate > 0:
         raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}")
     if w_avg_samples < 1:
@@ -298,9 +323,12 @@ def project(
         seeds = [int(s) for s in seed]
         if len(seeds) != n_photos:
             raise ValueError(f"seed must be one int or one per photo ({n_photos}), got {len(seeds)}")
+    start_init = None if init is None else _check_init(G, init, space=space, n_photos=n_photos)
     n_pad = -n_photos % batch_multiple
     if n_pad:
         target = torch.cat([target, target[:1].expand(n_pad, -1, -1, -1)])
+        if start_init is not None:
+            start_init = torch.cat([start_init, start_init[:1].expand(n_pad, *start_init.shape[1:])])
     n = n_photos + n_pad
     gens = [torch.Generator(device="cpu").manual_seed(s)
             for s in seeds + [stable_seed(-1, f"pad{i}") for i in range(n_pad)]]
@@ -318,7 +346,12 @@ def project(
                          "recompute them with latent_statistics(G, samples=w_avg_samples)")
     w_avg, w_std, z_std, z_start = stats.w_avg, stats.w_std, stats.z_std, stats.z_start
     num_ws, w_dim = G.num_ws, G.w_dim
-    if space == "z":
+    if start_init is not None:
+        start = start_init.to(device)
+        if space == "w+" and start.ndim == 2:
+            start = start.unsqueeze(1).repeat(1, num_ws, 1)
+        latent_std = z_std if space == "z" else w_std
+    elif space == "z":
         if z_init == "seeded":
             start = draw((G.z_dim,))
         else:

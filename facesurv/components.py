@@ -149,6 +149,49 @@ class Components:
             raise ConfigError("this needs a workspace: pass --workspace or set FACESURV_WORKSPACE")
         return self.ws
 
+    def encoder_path(self, *, device: str = "cpu") -> Path:
+        """Where the encoder for this generator and params.encoder lives (or will): one folder per
+        (generator sha256, encoder settings), so a new generator or new settings get their own."""
+        import hashlib
+
+        _, info = self.generator(device=device)
+        e = self.params.encoder
+        settings = {**e.training_options(), "space": self.encoder_space}
+        digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+        store = self.setting_path(e.store) or self._ws().root / "generators" / "encoders"
+        return store / f"{info.sha256[:16]}-{digest[:12]}"
+
+    @property
+    def encoder_space(self) -> str:
+        """The encoder the projection's space needs: z for z, w for w and w+."""
+        return "z" if self.params.projection.space == "z" else "w"
+
+    def encoder(self, *, device: str = "cpu") -> tuple[Any, Any] | None:
+        """(Encoder, EncoderInfo) when projection.init is encoder, else None. The encoder must have
+        been trained for this generator (facesurv encoder train; the nightly flow trains it)."""
+        if self.params.projection.init != "encoder":
+            return None
+
+        def build() -> tuple[Any, Any]:
+            from embedding.encoder import ENCODER_FILE, load_encoder
+            from embedding.stylegan2.store import StoreError
+
+            path = self.encoder_path(device=device)
+            _, ginfo = self.generator(device=device)
+            if not (path / ENCODER_FILE).is_file():
+                raise NotAvailableError(f"projection.init is encoder but no encoder is trained for generator "
+                                        f"{ginfo.version or ginfo.sha256[:16]} with these encoder settings; run "
+                                        "`facesurv encoder train` (the nightly flow trains it when missing)")
+            try:
+                E, info = load_encoder(path)
+            except (StoreError, ValueError) as exc:
+                raise DataError(f"encoder {path}: {exc}") from None
+            if info.generator_sha256 != ginfo.sha256:
+                raise DataError(f"{path}: this encoder was trained for generator {info.generator_sha256[:16]}..., "
+                                f"not {ginfo.sha256[:16]}...; delete the folder and run `facesurv encoder train`")
+            return E.to(device), info
+        return self._once(("encoder", device), build)  # type: ignore[no-any-return]
+
     def projection(self, *, with_stats: bool = True, project_fn: Any = None) -> Any:
         """The one projection engine (embedding.project_batch.Projection) for params.projection on
         this machine's device. with_stats False: for planning only (its run key), so the latent
@@ -159,7 +202,22 @@ class Components:
         return Projection.configured(self.params.projection, self.generator(device=device),
                                      self.perceptual(device=device), device=device,
                                      stats=self.latent_stats(device=device) if with_stats else None,
-                                     project_fn=project_fn)
+                                     project_fn=project_fn, encoder=self.encoder(device=device))
+
+    def projection_batch_size(self) -> int:
+        """Photos per projection batch: params.projection.batch_size on the CPU; on CUDA the largest
+        multiple of 8 that fits the free memory (embedding.gpu, probed once per process)."""
+        def build() -> int:
+            from embedding.gpu import choose_batch_size
+
+            pp, device = self.params.projection, self.device
+            if device == "cpu":
+                return int(pp.batch_size)
+            G, _ = self.generator(device=device)
+            net, _ = self.perceptual(device=device)
+            return int(choose_batch_size(G, net, device=device, configured=pp.batch_size, space=pp.space,
+                                         loss=pp.loss, mixed_precision=pp.mixed_precision))
+        return int(self._once("projection_batch_size", build))
 
     def photo_pipeline(self) -> Any:
         """serving.photo.PhotoPipeline: this process's aligner and projection engine. One per

@@ -21,6 +21,8 @@ validates and writes to the feature store). Columns, one row per photo:
                                null for a file, the stand-in, or provenance written before it was recorded
     perceptual_network, perceptual_sha256, perceptual_is_stand_in
                                "none", null and false under the pixel loss, which loads no network
+    encoder_sha256             the generator's encoder that started the projection (projection.init:
+                               encoder); null when every photo started at w_avg
     run_key                    the shards' key (embedding.project_batch.Projection.key)
 
 Schema metadata: `facesurv.stand_in` (a sentence naming every stand-in in use) and
@@ -113,6 +115,8 @@ def latent_table(rows: Sequence[Any], provenance: Mapping[str, Any]) -> Any:
         "perceptual_network": same(p["network"] if p else "none", pa.string()),
         "perceptual_sha256": same(p["sha256"] if p else None, pa.string()),
         "perceptual_is_stand_in": same(bool(p and p["is_stand_in"]), pa.bool_()),
+        # the encoder whose guess started the optimisation (projection.init: encoder); null from w_avg
+        "encoder_sha256": same((provenance.get("encoder") or {}).get("sha256"), pa.string()),
         "run_key": same(provenance["run_key"], pa.string()),
     })
     return table.replace_schema_metadata({"facesurv.stand_in": stand_in_statement(provenance),

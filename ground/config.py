@@ -153,7 +153,8 @@ class PerceptualParams:
     resize: int
 
     def __post_init__(self) -> None:
-        _check(self.network in ("stlpips", "vgg16"), "perceptual.network", "must be 'stlpips' or 'vgg16'")
+        _check(self.network in ("auto", "lpips-vgg16", "stlpips", "vgg16"), "perceptual.network",
+               "must be 'auto', 'lpips-vgg16', 'stlpips' or 'vgg16'")
         _check(self.network != "vgg16" or self.vgg16_path is not None, "perceptual.vgg16_path",
                "must name the torchvision-format VGG-16 weights file when perceptual.network is vgg16")
         _check(self.resize >= 16, "perceptual.resize", "must be >= 16")
@@ -180,8 +181,14 @@ class ProjectionParams:
     mse_weight: float
     batch_multiple: int
     clamp_output: bool
+    # custom: this section's values; paper: Hagag et al.'s method (PAPER_PROJECTION, real LPIPS-VGG16, 512px photos)
+    method: str = "custom"
+    # mean: every photo starts at w_avg (z: the sampled z nearest it); encoder: at the generator's encoder's guess
+    init: str = "mean"
 
     def __post_init__(self) -> None:
+        _check(self.method in ("custom", "paper"), "projection.method", "must be 'custom' or 'paper'")
+        _check(self.init in ("mean", "encoder"), "projection.init", "must be 'mean' or 'encoder'")
         _check(self.space in ("z", "w", "w+"), "projection.space", "must be 'z', 'w' or 'w+'")
         _check(self.noise_mode in ("optimize", "const", "none"), "projection.noise_mode",
                "must be 'optimize', 'const' or 'none'")
@@ -190,7 +197,8 @@ class ProjectionParams:
         _check(self.mse_weight >= 0, "projection.mse_weight", "must be >= 0")
         _check(self.batch_multiple >= 1, "projection.batch_multiple", "must be >= 1")
         _check(self.noise_regularize >= 0, "projection.noise_regularize", "must be >= 0")
-        _check(self.steps >= 1, "projection.steps", "must be >= 1")
+        _check(self.steps >= 1 or (self.steps == 0 and self.init == "encoder"), "projection.steps",
+               "must be >= 1 (0 only with init: encoder, which then uses the encoder's guess as it is)")
         _check(self.batch_size >= 1, "projection.batch_size", "must be >= 1")
         _check(self.learning_rate > 0, "projection.learning_rate", "must be > 0")
         _check(self.loss in ("mse", "perceptual", "mse+perceptual"), "projection.loss",
@@ -206,6 +214,33 @@ class ProjectionParams:
     def project_options(self) -> dict[str, Any]:
         """Keyword arguments for embedding.projection.project (all but seed, device, mixed_precision and the inputs)."""
         return {name: getattr(self, name) for name in self._PROJECT_OPTIONS}
+
+
+@dataclass(frozen=True, config=_CONFIG)
+class EncoderParams:
+    """The generator's encoder (projection.init: encoder): trained on the generator's own samples."""
+
+    steps: int
+    batch_size: int
+    learning_rate: float
+    augment: bool
+    pixel_weight: float
+    width: int
+    seed: int
+    store: str | None
+
+    def __post_init__(self) -> None:
+        _check(self.steps >= 1, "encoder.steps", "must be >= 1")
+        _check(self.batch_size >= 1, "encoder.batch_size", "must be >= 1")
+        _check(self.learning_rate > 0, "encoder.learning_rate", "must be > 0")
+        _check(self.pixel_weight >= 0, "encoder.pixel_weight", "must be >= 0")
+        _check(1 <= self.width <= 4096, "encoder.width", "must be from 1 to 4096")
+        _check(self.seed >= 0, "encoder.seed", "must be >= 0")
+
+    def training_options(self) -> dict[str, Any]:
+        """Keyword options of embedding.encoder.train_encoder (all but G, stats, space, device, progress)."""
+        return {"steps": self.steps, "batch_size": self.batch_size, "learning_rate": self.learning_rate,
+                "augment": self.augment, "pixel_weight": self.pixel_weight, "width": self.width, "seed": self.seed}
 
 
 @dataclass(frozen=True, config=_CONFIG)
@@ -452,6 +487,7 @@ class Params:
     serving: ServingParams
     demo: DemoParams
     generator_training: GeneratorTrainingParams
+    encoder: EncoderParams
     # sha256 of the canonical JSON of the file's content; lineage records it
     params_hash: str = dataclasses.field(default="", compare=False)
 
@@ -488,6 +524,25 @@ def _problem(err: Mapping[str, Any]) -> ConfigError:
     return ConfigError(f"params.yaml: {where}: {err['msg']}")
 
 
+# The paper's projection (Hagag et al., NVIDIA's projector in z): what `projection.method: paper` selects
+PAPER_PROJECTION: dict[str, Any] = {
+    "space": "z", "loss": "perceptual", "steps": 1000, "learning_rate": 0.1, "noise_regularize": 1e5,
+    "initial_noise_factor": 0.05, "noise_ramp_length": 0.75, "lr_rampdown_length": 0.25, "lr_rampup_length": 0.05,
+    "noise_mode": "optimize", "z_init": "nearest_w_avg", "clamp_output": False, "init": "mean"}
+PAPER_PERCEPTUAL: dict[str, Any] = {"network": "lpips-vgg16", "resize": 256}
+PAPER_ALIGN_SIZE = 512
+
+
+def _apply_method(params: Params) -> Params:
+    """projection.method: paper replaces the settings it names (the rest of the section still applies)."""
+    if params.projection.method != "paper":
+        return params
+    return dataclasses.replace(
+        params, projection=dataclasses.replace(params.projection, **PAPER_PROJECTION),
+        perceptual=dataclasses.replace(params.perceptual, **PAPER_PERCEPTUAL),
+        align=dataclasses.replace(params.align, output_size=PAPER_ALIGN_SIZE))
+
+
 def parse_params(raw: dict[str, Any]) -> Params:
     """Validate an already-parsed params mapping; raise ConfigError naming the bad key."""
     from pydantic import TypeAdapter, ValidationError
@@ -500,6 +555,12 @@ def parse_params(raw: dict[str, Any]) -> Params:
     except ValidationError as exc:
         raise _problem(exc.errors()[0]) from None
     digest = hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()
+    try:
+        params = _apply_method(params)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"params.yaml: projection.method paper: {exc}") from None
     return dataclasses.replace(params, params_hash=digest)
 
 

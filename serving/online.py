@@ -12,7 +12,7 @@ from serving.scoring import OnlineFeatures
 
 # face_latent columns that describe how the latent was made: lineage, not model inputs
 LINEAGE_COLUMNS = frozenset(("space", "steps", "perceptual_loss", "mse", "generator_sha256",
-                             "generator_is_random_init", "generator_version", "perceptual_network",
+                             "generator_is_random_init", "generator_version", "perceptual_network", "encoder_sha256",
                              "perceptual_is_stand_in", "aligner_version", "photo_id", "photo_sha256"))
 JOIN_KEY = "patient_id"
 

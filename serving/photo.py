@@ -59,6 +59,7 @@ class PhotoPipeline:
                            "perceptual_loss": None if np.isnan(res.perceptual_loss[0])
                            else float(res.perceptual_loss[0]),
                            "perceptual_network": pi.network if pi else None,
+                           "encoder_sha256": getattr(self.projection.encoder_info, "sha256", None),
                            "perceptual_is_stand_in": pi.is_stand_in if pi else None},
         }
         latent = feature_latents(res.latents, space=self.projection.settings["space"])[0]  # the flow's w+ reduction

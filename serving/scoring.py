@@ -25,7 +25,8 @@ from ground.workspace import code_version
 
 _SURVIVAL_COL = re.compile(r"^survival_(\d+)d$")
 # online-store columns that describe how a stored latent was projected
-PROJECTION_LINEAGE = ("space", "steps", "perceptual_loss", "mse", "perceptual_network", "perceptual_is_stand_in")
+PROJECTION_LINEAGE = ("space", "steps", "perceptual_loss", "mse", "perceptual_network", "perceptual_is_stand_in",
+                      "encoder_sha256")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,7 +21,7 @@ LATENT_COLUMN = "latent"
 # Provenance that travels with the latents from the feature store (how a photo was embedded,
 # not a patient property) and the retrieval timestamp: never covariates.
 PROVENANCE_COLUMNS = ("space", "steps", "perceptual_loss", "mse", "generator_sha256", "generator_is_random_init",
-                      "generator_version", "perceptual_network", "perceptual_is_stand_in", "aligner_version",
+                      "generator_version", "perceptual_network", "perceptual_is_stand_in", "encoder_sha256", "aligner_version",
                       "photo_sha256", "event_timestamp", "written_at")
 _NON_FEATURES = {*CLINICAL_ID_COLUMNS, *SURVIVAL_COLUMNS, LATENT_COLUMN, *PROVENANCE_COLUMNS}
 

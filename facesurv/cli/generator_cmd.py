@@ -150,6 +150,24 @@ def _print_promotion(done: dict, params) -> None:
         out.print(f"to embed with it, set generator.checkpoint: models:/{name}@{done['alias']} in params.yaml")
 
 
+@generator_app.command("encoder")
+def encoder_(
+    force: Annotated[bool, typer.Option("--force", help="Train again even when this generator's encoder exists.")] = False,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Train the encoder of the workspace's generator on its own samples (settings: the encoder section of
+    params.yaml); projection.init: encoder starts every photo at its guess. Kept per generator and settings."""
+    from flows.encoder_steps import ensure_encoder
+
+    ws, params = open_workspace(workspace)
+    done = ensure_encoder(ws, params, force=force, log=out.print)
+    what = "trained" if done["trained"] else "already trained"
+    out.print(f"encoder {done['sha256'][:12]} ({done['space']} space) {what} for generator "
+              f"{done['generator_version'] or done['generator_sha256'][:16]}: {done['path']}")
+    if params.projection.init != "encoder":
+        out.print("projection.init is mean: set projection.init: encoder in params.yaml to start projections from it")
+
+
 @generator_app.command("promote")
 def promote_(
     version: Annotated[str, typer.Argument(help="Registered version to promote (see `facesurv generator versions`).")],

@@ -96,13 +96,18 @@ def project(
                         f"{f' ({quarantined} quarantined by alignment)' if quarantined else ''}")
     ensure_writable_dir(out_dir)
     # the flow's models, device and run key: a photo gets the latent the nightly flow gives it
-    projection = components(ws, params).projection(with_stats=False)  # drawn by the first batch, if any
+    comp = components(ws, params)
+    projection = comp.projection(with_stats=False)  # drawn by the first batch, if any
     device = projection.device
+    # --batch-size wins; otherwise projection.batch_size on the CPU, and on CUDA what fits its free memory
+    batch = batch_size if batch_size is not None else comp.projection_batch_size()
     for line in stand_in_statement(projection.provenance).split(" | "):
         console.print(f"[yellow]warning:[/yellow] {line}" if "STAND-IN" in line or "random" in line.lower() else line,
                       highlight=False)
-    console.print(f"projecting {len(photos)} photos in {pp.space} space, {pp.steps} steps, loss {pp.loss}, "
-                  f"batch {pp.batch_size}, on {device}", highlight=False)
+    start = (f"from encoder {projection.encoder_info.sha256[:12]}" if projection.encoder_info is not None
+             else "from w_avg")
+    console.print(f"projecting {len(photos)} photos in {pp.space} space {start}, {pp.steps} steps, loss {pp.loss}, "
+                  f"batch {batch}, on {device}", highlight=False)
 
     from rich.progress import (
         BarColumn,
@@ -118,7 +123,7 @@ def project(
         try:
             run = project_photos(
                 projection, [PhotoInput(pid, path, root=str(aligned_dir)) for pid, path in photos],
-                shard_dir=out_dir / "shards", batch_size=pp.batch_size,
+                shard_dir=out_dir / "shards", batch_size=batch,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
                 warn=lambda msg: console.print(f"[yellow]warning:[/yellow] {msg}", highlight=False))
         except ValueError as exc:

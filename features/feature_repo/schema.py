@@ -33,6 +33,7 @@ LATENT_FEATURES: tuple[tuple[str, str], ...] = (
     ("generator_version", "string"),
     ("perceptual_network", "string"),
     ("perceptual_is_stand_in", "bool"),
+    ("encoder_sha256", "string"),
     ("aligner_version", "string"),
     ("photo_id", "string"),
     ("photo_sha256", "string"),
@@ -41,7 +42,7 @@ LATENT_FEATURES: tuple[tuple[str, str], ...] = (
 # face_latent features added after rows were first stored, all nullable: rows to write may lack them
 # (a latents.parquet written before they existed), and stored rows without them (parquet parts,
 # PostgreSQL tables) are brought up to the schema with nulls (features.store.offline.ensure_offline).
-LATENT_ADDED_LATER: tuple[str, ...] = ("generator_version",)
+LATENT_ADDED_LATER: tuple[str, ...] = ("generator_version", "encoder_sha256")
 
 # Keys that make a written row "the same row": writing it again adds nothing.
 LATENT_DEDUPE = ("photo_sha256", "generator_sha256")

@@ -273,7 +273,9 @@ def test_a_store_from_before_generator_version_upgrades_and_serves_null(tmp_path
     import features.feature_repo.definitions as definitions
     import features.store.offline as offline
 
-    old_features = tuple((n, k) for n, k in offline.LATENT_FEATURES if n != "generator_version")
+    added = set(offline.LATENT_ADDED_LATER)                  # generator_version, then encoder_sha256
+    assert {"generator_version", "encoder_sha256"} <= added
+    old_features = tuple((n, k) for n, k in offline.LATENT_FEATURES if n not in added)
     monkeypatch.setattr(definitions, "LATENT_FEATURES", old_features)
     monkeypatch.setattr(offline, "LATENT_FEATURES", old_features)
     monkeypatch.setattr(offline, "LATENT_ADDED_LATER", ())
@@ -284,7 +286,7 @@ def test_a_store_from_before_generator_version_upgrades_and_serves_null(tmp_path
                               aligner_version="test-aligner-1")
     assert fs.write_clinical(repo, clinical, params) == 3 and fs.write_latents(repo, rows, params) == 3
     fs.materialize(repo, params, store=store)
-    assert "generator_version" not in read_rows(repo, params, "face_latent").columns  # the old layout
+    assert not added & set(read_rows(repo, params, "face_latent").columns)  # the old layout
     monkeypatch.undo()
 
     store = fs.apply_repo(repo, params)  # this code's definitions
@@ -292,6 +294,7 @@ def test_a_store_from_before_generator_version_upgrades_and_serves_null(tmp_path
     online = fs.online_features(repo, pids, params, store=store)
     assert online["photo_id"].tolist() == clinical["photo_id"].tolist()  # the old rows are served
     assert online["generator_version"].tolist() == [None, None, None]
+    assert online["encoder_sha256"].tolist() == [None, None, None]
     df, report = fs.training_set(repo, _entity(clinical), params, store=store)
     assert report.rows_out == 3 and df["generator_version"].isna().all()
     # a new latent of a named generator for the first patient: served with its version from now on

@@ -95,3 +95,33 @@ def test_empty_and_absent_file(tmp_path: Path) -> None:
     p.write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="top level must be a mapping"):
         load_params(p)
+
+
+def test_the_paper_method_is_one_switch(repo_root: Path) -> None:
+    from ground.config import PAPER_PROJECTION
+
+    raw = _raw(repo_root)
+    raw["projection"]["method"] = "paper"
+    raw["projection"]["steps"] = 7          # replaced: the switch selects the paper's step count
+    p = parse_params(raw)
+    assert (p.projection.space, p.projection.loss, p.projection.steps) == ("z", "perceptual", 1000)
+    assert p.perceptual.network == "lpips-vgg16" and p.align.output_size == 512
+    assert all(getattr(p.projection, k) == v for k, v in PAPER_PROJECTION.items())
+    assert p.projection.batch_size == raw["projection"]["batch_size"]   # what the paper does not fix stays
+    custom = parse_params(_raw(repo_root))
+    assert custom.projection.method == "custom" and custom.projection.steps == _raw(repo_root)["projection"]["steps"]
+    assert with_overrides(custom, projection={"method": "paper"}).projection.steps == 1000
+
+
+@pytest.mark.parametrize(("key", "value", "match"), [
+    ("method", "nvidia", r"projection\.method must be 'custom' or 'paper'"),
+    ("init", "zero", r"projection\.init must be 'mean' or 'encoder'"),
+    ("steps", 0, r"projection\.steps must be >= 1 \(0 only with init: encoder"),
+])
+def test_bad_projection_method_and_init(repo_root: Path, key: str, value: object, match: str) -> None:
+    raw = _raw(repo_root)
+    raw["projection"][key] = value
+    with pytest.raises(ConfigError, match=match):
+        parse_params(raw)
+    raw["projection"].update(init="encoder", steps=0)
+    assert parse_params(raw if key == "steps" else _raw(repo_root)).projection.steps >= 0

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 import yaml
 from PIL import Image
 
@@ -105,6 +107,9 @@ def test_project_bad_space(workspace, tmp_path, capsys):
 
 def test_a_perceptual_loss_names_its_network_and_keys_the_shards(workspace, rendered_photos, stlpips, tmp_path, capsys):
     ws = _tiny_workspace(workspace)
+    raw = yaml.safe_load(ws.params_path.read_text())
+    raw["perceptual"]["network"] = "stlpips"                          # the fallback, named as a stand-in
+    ws.params_path.write_text(yaml.safe_dump(raw))
     aligned, out = tmp_path / "aligned", tmp_path / "out"
     _photos(aligned, rendered_photos[1], 2)
     args = ["project", str(aligned), str(out), "--loss", "mse+perceptual", "--steps", "2", "--workspace", str(ws.root)]
@@ -119,3 +124,23 @@ def test_a_perceptual_loss_names_its_network_and_keys_the_shards(workspace, rend
     raw["perceptual"]["resize"] = 128                                 # the same weights, another distance
     ws.params_path.write_text(yaml.safe_dump(raw))
     assert main(args) == 0 and "(2 projected, 0 reused from shards)" in capsys.readouterr().out
+
+
+def test_the_default_perceptual_network_is_the_real_lpips_vgg16_where_installed(workspace, rendered_photos, tmp_path,
+                                                                                capsys):
+    from embedding.perceptual import LPIPS_VGG16_SHA256, find_lpips_vgg16_weights
+
+    if find_lpips_vgg16_weights() is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("make install must install the real LPIPS-VGG16")
+        pytest.skip("real LPIPS-VGG16 not installed here (run make install)")
+    ws = _tiny_workspace(workspace)
+    assert yaml.safe_load(ws.params_path.read_text())["perceptual"]["network"] == "auto"
+    aligned, out = tmp_path / "aligned", tmp_path / "out"
+    _photos(aligned, rendered_photos[1], 2)
+    assert main(["project", str(aligned), str(out), "--loss", "perceptual", "--steps", "1",
+                 "--workspace", str(ws.root)]) == 0
+    assert "perceptual network: " not in capsys.readouterr().err      # nothing stands in
+    row = pq.read_table(out / "latents.parquet").slice(0, 1).to_pylist()[0]
+    assert (row["perceptual_network"], row["perceptual_sha256"], row["perceptual_is_stand_in"]) == \
+        ("lpips-vgg16", LPIPS_VGG16_SHA256, False)

@@ -119,7 +119,7 @@ def test_vgg16_not_a_state_dict(tmp_path):
 
 
 def test_unknown_network():
-    with pytest.raises(ValueError, match="must be one of stlpips, vgg16"):
+    with pytest.raises(ValueError, match="must be one of auto, lpips-vgg16, stlpips, vgg16"):
         load_perceptual("alexnet")
 
 

@@ -177,6 +177,7 @@ def test_every_projection_setting_reaches_project(params):
     accepted = set(inspect.signature(project).parameters)
     opts = params.projection.project_options()
     assert set(opts) <= accepted
-    handled_apart = {"seed", "device", "batch_size", "mixed_precision"}   # per run / per machine
+    # per run / per machine; method is resolved into the others at load, init picks the start (the encoder)
+    handled_apart = {"seed", "device", "batch_size", "mixed_precision", "method", "init"}
     fields = {f.name for f in dataclasses.fields(params.projection)}
     assert fields - handled_apart == set(opts)
