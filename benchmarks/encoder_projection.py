@@ -85,6 +85,9 @@ def main() -> int:
     ap.add_argument("--ks", type=int, nargs="+", default=[0, 5, 10, 20, 50])
     ap.add_argument("--paper-steps", type=int, default=1000)
     ap.add_argument("--encoder-steps", type=int, default=None, help="default: params encoder.steps")
+    ap.add_argument("--pixel-weight", type=float, default=None, help="default: params encoder.pixel_weight")
+    ap.add_argument("--enc-lr", type=float, default=None,
+                    help="learning rate of the steps after the encoder (default: projection.learning_rate)")
     ap.add_argument("--generator", type=Path, default=None)
     ap.add_argument("--seed", type=int, default=1, help="which photos are drawn (tuning used seed 0)")
     ap.add_argument("--threads", type=int, default=1)
@@ -108,8 +111,7 @@ def main() -> int:
     params = load_params(repo / "params.yaml")
     if args.generator is not None:
         params = with_overrides(params, generator={"checkpoint": str(args.generator.resolve())})
-    if args.encoder_steps is not None:
-        params = with_overrides(params, encoder={"steps": args.encoder_steps})
+    params = with_overrides(params, encoder={"steps": args.encoder_steps, "pixel_weight": args.pixel_weight})
     parts = Components(None, params)
     G, ginfo = parts.generator()
     stats = parts.latent_stats()
@@ -139,7 +141,8 @@ def main() -> int:
     meta: dict[str, Any] = {
         "date": dt.date.today().isoformat(), "machine": f"{cpu_name()}, {args.threads} torch thread(s)",
         "generator": ginfo.description, "generator_sha256": ginfo.sha256, "resolution": R,
-        "quality_network": linfo.description, "projection": opts, "photo_seed": args.seed}
+        "quality_network": linfo.description, "projection": opts, "photo_seed": args.seed,
+        "encoder_refine_lr": args.enc_lr or opts["learning_rate"]}
     if need_encoder:
         space = "z" if opts["space"] == "z" else "w"
         t0 = time.perf_counter()
@@ -160,6 +163,7 @@ def main() -> int:
             o["steps"] = int(method[3:])
         elif method.startswith("enc"):
             o["steps"] = int(method[3:])
+            o["learning_rate"] = args.enc_lr or o["learning_rate"]
             extra["init"] = encode(encoder, images)
         elif method == "paper":
             o.update({k: v for k, v in PAPER_PROJECTION.items() if k in o})

@@ -13,22 +13,39 @@ The run key hashes the generator, the perceptual network (when the loss uses one
 projection setting. A photo is pending while no shard of the current key holds its hash, so a
 finished batch is never recomputed and a photo is never projected twice. An aligned photo's hash
 is its source photo's, as photo scoring keys it, so both give it the same latent.
+
+Most nights bring nothing to align or project, and such a night loads no model: alignment loads
+dlib's models only when a photo must be aligned (the reuse check needs the model files' hashes,
+not the models), and `projection_todo` plans against the run key an earlier run remembered
+(artifacts/flows/projection-run-key.json) when nothing it is computed from changed since: the
+params file, the generator checkpoint's files (size, mtime, inode) or registry version, the
+embedding code and the torch and numpy versions. The generator is loaded only when a photo is
+pending under that key, or when the key cannot be told without loading a model (a loss with a
+perceptual network, an encoder start), and its run key is remembered again.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from embedding.project_batch import PhotoFailure, PhotoInput, Plan, Projection, plan, shard_paths
 from facesurv.components import components
 from flows.faults import checkpoint
 from flows.steps import Layout, read_valid_clinical
+from ground.atomic import atomic_path
 from ground.config import Params
-from ground.workspace import Workspace
+from ground.workspace import REPO_ROOT, Workspace
 
 PREALIGNED_VERSION = "prealigned"
+RUN_KEY_MEMO = "projection-run-key.json"  # in artifacts/flows/
+# the code a run key's generator and settings go through (hashed: an edit forgets the remembered key)
+KEY_CODE = ("embedding/*.py", "embedding/stylegan2/*.py", "facesurv/components.py", "ground/config.py")
 
 
 def align_photos(ws: Workspace, params: Params) -> Any:
@@ -38,9 +55,26 @@ def align_photos(ws: Workspace, params: Params) -> Any:
     photos = ws.data_dir / "photos"
     if not photos.is_dir():
         return None
-    aligner = components(ws, params).aligner
-    return align_directory(photos, Layout(ws).aligned, config=aligner.config, aligner=aligner,
+    aligner = _AlignerOnDemand(components(ws, params))
+    return align_directory(photos, Layout(ws).aligned, config=aligner.config, aligner=aligner,  # type: ignore[arg-type]
                            on_written=lambda row: checkpoint("align:photo-written"))
+
+
+class _AlignerOnDemand:
+    """The process's aligner (facesurv.components), loaded on first use. align_directory needs only
+    its config and verified model files to tell which photos it reuses, and aligns in this process
+    with it only when there is a photo to align, so a night with every photo aligned already does
+    not load dlib's models (1-2 s); a worker pool loads its own, as before."""
+
+    def __init__(self, parts: Any) -> None:
+        from embedding.align import AlignConfig, ModelSet
+
+        self._parts = parts
+        self.config = AlignConfig.from_object(parts.params.align)
+        self.models = ModelSet.resolve(self.config)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._parts.aligner, name)
 
 
 def read_manifest(ws: Workspace) -> Any:
@@ -86,6 +120,141 @@ def pending_batches(ws: Workspace, params: Params) -> Plan:
                 batch_size=params.projection.batch_size, warn=print)
 
 
+def generator_label(info: Any) -> str:
+    """How the flow names a generator to the operator: its registry version, else kind and sha256."""
+    return str(info.version or f"{'random-init stand-in' if info.is_random_init else 'generator'} {info.sha256[:12]}")
+
+
+@dataclass(frozen=True)
+class ProjectionTodo:
+    """pending_batches' plan with its run key and generator label. loaded: whether the models
+    were loaded to make it (False: planned against a remembered run key)."""
+
+    plan: Plan
+    key: str
+    generator: str
+    loaded: bool
+    encoder: dict[str, Any] | None = None  # flows.encoder_steps.ensure_encoder's result (init: encoder)
+
+
+@dataclass(frozen=True)
+class _KnownKey:
+    """A run key standing in for its Projection where only the key is read (plan, shard_paths)."""
+
+    key: str
+
+
+def projection_todo(ws: Workspace, params: Params) -> ProjectionTodo:
+    """pending_batches for the nightly flow: without loading any model when an earlier run with
+    the same key identity (see the module doc) remembered the run key and no photo is pending under
+    it; otherwise the models are loaded, the plan made with their key, and that key remembered."""
+    identity = run_key_identity(ws, params)
+    memo = _recall(ws, identity)
+    photos = projection_inputs(ws)
+    if memo is not None:
+        todo = plan(cast(Projection, _KnownKey(memo["key"])), photos, shard_dir=Layout(ws).latents,
+                    batch_size=params.projection.batch_size, warn=print)
+        if not todo.batches:
+            return ProjectionTodo(todo, memo["key"], memo["generator"], loaded=False)
+    encoder = None
+    if params.projection.init == "encoder":  # its sha256 is in the run key: trained (once) before planning
+        from flows.encoder_steps import ensure_encoder
+
+        encoder = {k: v for k, v in ensure_encoder(ws, params, log=print).items() if k != "metrics"}
+    proj = projection(ws, params)
+    label = generator_label(proj.generator_info)
+    if identity is not None:
+        _remember(ws, {"identity": identity, "key": proj.key, "generator": label})
+    # batches as this machine runs them (on CUDA: what fits its free memory)
+    todo = plan(proj, photos, shard_dir=Layout(ws).latents, batch_size=components(ws, params).projection_batch_size(),
+                warn=print)
+    return ProjectionTodo(todo, proj.key, label, loaded=True, encoder=encoder)
+
+
+def run_key_identity(ws: Workspace, params: Params) -> str | None:
+    """sha256 of what the projection run key is computed from, told without loading a model; None
+    where it cannot be (a loss with a perceptual network, whose weights may come from the
+    environment; an encoder start; a checkpoint that is not there, whose error the load reports)."""
+    if "perceptual" in params.projection.loss or getattr(params.projection, "init", "mean") != "mean":
+        return None
+    checkpoint_setting = params.generator.checkpoint
+    source: Any = None
+    if checkpoint_setting is not None:
+        from training.generator_registry import is_registry_uri
+
+        if is_registry_uri(checkpoint_setting):
+            registered = components(ws, params).registered_generator()
+            source = {"registered": registered.label, "sha256": registered.sha256}
+        else:
+            path = ws.setting_path(checkpoint_setting)
+            source = _files_stamp(path) if path is not None else None
+            if source is None:
+                return None
+    blob = {"params": params.params_hash, "generator": source, "code": code_digest(KEY_CODE, ("torch", "numpy"))}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def code_digest(patterns: tuple[str, ...], distributions: tuple[str, ...] = ()) -> str:
+    """sha256 of the source files matching `patterns` (under the code checkout) and of the installed
+    versions of `distributions`: what a remembered result was computed with."""
+    h = hashlib.sha256()
+    for pattern in patterns:
+        for f in sorted(REPO_ROOT.glob(pattern)):
+            h.update(f.relative_to(REPO_ROOT).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    for dist in distributions:
+        try:
+            version = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            version = "absent"
+        h.update(f"{dist}=={version}\0".encode())
+    return h.hexdigest()
+
+
+def _files_stamp(path: Path) -> list[list[Any]] | None:
+    """(name, size, mtime_ns, inode) of a file, or of every file under a folder; None when absent.
+    A file replaced by other bytes changes at least one of them."""
+    if path.is_file():
+        files = [(path.name, path)]
+    elif path.is_dir():
+        files = [(p.relative_to(path).as_posix(), p) for p in sorted(path.rglob("*")) if p.is_file()]
+    else:
+        return None
+    stamp = []
+    for name, p in files:
+        st = p.stat()
+        stamp.append([name, st.st_size, st.st_mtime_ns, st.st_ino])
+    return stamp
+
+
+def _memo_path(ws: Workspace) -> Path:
+    return Layout(ws).inbox_state.parent / RUN_KEY_MEMO
+
+
+def _recall(ws: Workspace, identity: str | None) -> dict[str, str] | None:
+    if identity is None:
+        return None
+    try:
+        memo = json.loads(_memo_path(ws).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(memo, dict) or memo.get("identity") != identity:
+        return None
+    if not isinstance(memo.get("key"), str) or not isinstance(memo.get("generator"), str):
+        return None
+    return {"key": memo["key"], "generator": memo["generator"]}
+
+
+def _remember(ws: Workspace, memo: dict[str, str]) -> None:
+    path = _memo_path(ws)
+    try:
+        if json.loads(path.read_text(encoding="utf-8")) == memo:
+            return
+    except (OSError, ValueError):
+        pass
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(memo, indent=1, sort_keys=True), encoding="utf-8")
+
+
 def project_batch(ws: Workspace, params: Params, batch: list[PhotoInput]) -> tuple[Path | None, list[PhotoFailure]]:
     """Project one planned batch into its shard, on whichever worker runs it."""
     from embedding.project_batch import project_batch as project
@@ -93,8 +262,9 @@ def project_batch(ws: Workspace, params: Params, batch: list[PhotoInput]) -> tup
     return project(projection(ws, params, projecting=True), batch, shard_dir=Layout(ws).latents)
 
 
-def latent_shards(ws: Workspace, params: Params) -> list[Path]:
-    return shard_paths(Layout(ws).latents, projection(ws, params).key)
+def latent_shards(ws: Workspace, params: Params, *, key: str | None = None) -> list[Path]:
+    """The shards of the run key (`key`: one projection_todo found; else the loaded models')."""
+    return shard_paths(Layout(ws).latents, key or projection(ws, params).key)
 
 
 def write_latent_features(ws: Workspace, params: Params, valid_clinical: list[Path], valid_latents: list[Path]) -> int:

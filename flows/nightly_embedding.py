@@ -9,6 +9,18 @@ flows/embedding_steps.py where a call needs the workspace's paths; only I/O task
 (flows.runtime.IO_RETRY). Outputs are keyed by content hash, so a run killed anywhere is resumed
 by running it again: finished alignments and projection shards are found and reused, and the
 feature store's writes are idempotent. A lock keeps two runs off the same data repository.
+
+A night with nothing new costs seconds plus Prefect's start-up, not a pass over everything:
+  * nothing new in the inbox, and the data repository at the commit this flow last versioned
+    and pushed, to the same remote, with no file added, removed or replaced since: no `dvc
+    add`/push over the whole folders (the run records that commit and its md5s);
+  * every photo aligned already: dlib's models are not loaded; no photo pending under the run key
+    an earlier run remembered: the generator is not loaded (flows/embedding_steps.py);
+  * the feature stage's inputs (valid clinical and latent files, alignment manifest, params,
+    code and library versions) and the feature store (its files, watermarks and, locally, offline parts)
+    unchanged since a run that wrote and materialised everything: Feast is not opened at all.
+State in artifacts/flows/nightly-state.json, written only after the step it describes succeeded;
+deleting it makes the next run do every step.
 """
 
 from __future__ import annotations
@@ -20,9 +32,8 @@ from typing import Any
 from prefect import flow
 
 from embedding.project_batch import PhotoFailure
-from facesurv.components import components
 from features import inbox, store, versioning
-from flows import embedding_steps, steps
+from flows import embedding_steps, nightly_state, steps
 from flows.faults import checkpoint
 from flows.runtime import as_task
 from ground.config import Params
@@ -77,17 +88,18 @@ def project_batches(ws: Workspace, params: Params, batches: list[list[Any]]) -> 
 def run_projection(ws: Workspace, params: Params, *, dask_workers: int | None = None,
                    report: dict[str, Any] | None = None) -> tuple[list[Path], list[PhotoFailure]]:
     """Project what has no latent yet for this run key; returns the shards written and the photos
-    that could not be read or decoded (pending again next run, until they are fixed)."""
-    todo = embedding_steps.pending_batches(ws, params)
+    that could not be read or decoded (pending again next run, until they are fixed). Loads no
+    model when nothing is pending under a remembered run key (embedding_steps.projection_todo)."""
+    found = embedding_steps.projection_todo(ws, params)
+    todo, name = found.plan, found.generator
     pending = sum(len(b) for b in todo.batches)
-    _, info = components(ws, params).generator()
-    name = info.version or f"{'random-init stand-in' if info.is_random_init else 'generator'} {info.sha256[:12]}"
     # a newly promoted generator has no latents yet: every photo is projected again, and the
     # operator should see how many before the night's longest stage starts
     print(f"projection with {name}: {pending} of {pending + len(todo.done)} photos have no latent for it yet"
           + ("; projecting them" if pending else ""))
     if report is not None:
-        report["projection_todo"] = {"generator": name, "pending": pending, "photos": pending + len(todo.done)}
+        report["projection_todo"] = {"generator": name, "pending": pending, "photos": pending + len(todo.done),
+                                     "run_key": found.key, "models_loaded": found.loaded, "encoder": found.encoder}
     if not todo.batches:
         return [], todo.failures
     runner = task_runner_for(params, dask_workers=dask_workers)
@@ -120,17 +132,30 @@ def nightly_embedding(workspace: str, dask_workers: int | None = None) -> dict[s
         batch = scan_inbox(inbox.inbox_dir(ws.root, params.flows.inbox), state_path=state)
         for rejected in batch.rejected:  # links, FIFOs, ...: never read, reported on every run until fixed
             print(f"warning: inbox entry quarantined, not read: {rejected}")
-        prepare_data_repo(ws.data_dir, remote_url=versioning.remote_url_for(params.flows.dvc_remote, ws.root),
-                          endpoint_url=params.flows.dvc_endpoint_url)
-        written = ingest(batch, ws.data_dir)
-        checkpoint("inbox:ingested")
-        outs = [o for o in steps.DATA_OUTS if (ws.data_dir / o).exists()]
-        ver = version_inputs(ws.data_dir, outs, message=f"nightly-embedding: {len(batch.photos) + len(batch.prealigned)} "
-                                                        f"photo(s), {len(batch.clinical)} clinical file(s)") if outs else None
-        checkpoint("data:versioned")
-        if ver is not None:
-            record.data_rev, record.data_md5 = ver.rev, dict(ver.outs)
-            record.outputs["data_files"] = len(ver.files)
+        remote = {"url": versioning.remote_url_for(params.flows.dvc_remote, ws.root),
+                  "endpoint": params.flows.dvc_endpoint_url}
+        unchanged_rev = nightly_state.data_unchanged(ws, batch, remote)
+        if unchanged_rev is not None:  # nothing to add, commit or push: record the commit as it is
+            written: dict[str, list[str]] = {"photos": [], "prealigned": [], "clinical": []}
+            checkpoint("inbox:ingested")
+            outs = [o for o in steps.DATA_OUTS if (ws.data_dir / o).exists()]
+            dirs, files = versioning.tracked_md5s(ws.data_dir, outs)
+            record.data_rev, record.data_md5 = unchanged_rev, dirs
+            record.outputs["data_files"] = len(files)
+            checkpoint("data:versioned")
+        else:
+            prepare_data_repo(ws.data_dir, remote_url=remote["url"], endpoint_url=remote["endpoint"])
+            written = ingest(batch, ws.data_dir)
+            checkpoint("inbox:ingested")
+            outs = [o for o in steps.DATA_OUTS if (ws.data_dir / o).exists()]
+            ver = version_inputs(ws.data_dir, outs, message=f"nightly-embedding: {len(batch.photos) + len(batch.prealigned)} "
+                                                            f"photo(s), {len(batch.clinical)} clinical file(s)") if outs else None
+            checkpoint("data:versioned")
+            if ver is not None:
+                record.data_rev, record.data_md5 = ver.rev, dict(ver.outs)
+                record.outputs["data_files"] = len(ver.files)
+                tree = nightly_state.data_tree(ws.data_dir)
+                nightly_state.update_state(ws, data={"rev": ver.rev, "remote": remote, "tree": tree})
         phase("inbox + DVC versioning")
 
         valid_clinical = [validate(ws, params, "clinical", p) for p in steps.clinical_files(ws)]
@@ -148,17 +173,35 @@ def nightly_embedding(workspace: str, dask_workers: int | None = None) -> dict[s
             print(f"warning: photo {f.photo_id} not projected, pending until fixed: {f.reason}")
         checkpoint("project:all-done")
         phase("projection")
-        valid_latents = [validate(ws, params, "latents", p) for p in embedding_steps.latent_shards(ws, params)]
+        run_key = record.outputs["projection_todo"]["run_key"]
+        valid_latents = [validate(ws, params, "latents", p)
+                         for p in embedding_steps.latent_shards(ws, params, key=run_key)]
         checkpoint("latents:validated")
         phase("latent contract")
 
-        apply_feature_repo(repo, params)
-        n_clinical = write_clinical(repo, steps.read_valid_clinical(valid_clinical), params) if valid_clinical else 0
-        checkpoint("features:clinical-written")
-        n_latents = write_latent_features(ws, params, valid_clinical, valid_latents)
-        checkpoint("features:latents-written")
-        phase("Feast writes")
-        materialized = materialize(repo, params)
+        inputs = nightly_state.feature_inputs(ws, params, record.code_version, valid_clinical, valid_latents)
+        known = nightly_state.read_state(ws).get("features") or {}
+        features_unchanged = known.get("inputs") == inputs and known.get("store") == nightly_state.store_stamp(ws, params)
+        if features_unchanged:  # written and materialised by an earlier run: Feast is not opened
+            n_clinical = n_latents = 0
+            checkpoint("features:clinical-written")
+            checkpoint("features:latents-written")
+            phase("Feast writes")
+            from features.feature_repo.schema import CLINICAL_VIEW, LATENT_VIEW
+
+            materialized = {LATENT_VIEW: 0, CLINICAL_VIEW: 0}
+        else:
+            apply_feature_repo(repo, params)
+            n_clinical = write_clinical(repo, steps.read_valid_clinical(valid_clinical), params) if valid_clinical else 0
+            checkpoint("features:clinical-written")
+            n_latents = write_latent_features(ws, params, valid_clinical, valid_latents)
+            checkpoint("features:latents-written")
+            phase("Feast writes")
+            materialized = materialize(repo, params)
+            # a later run may skip this stage only if nothing is owed to the online store
+            owed = nightly_state.unmaterialised_rows(ws, params)
+            nightly_state.update_state(ws, features={"inputs": inputs, "store": nightly_state.store_stamp(ws, params)}
+                                       if owed == 0 else None)
         checkpoint("features:materialized")
         phase("materialisation")
         mark_inbox_done(batch, state_path=state)
@@ -172,6 +215,7 @@ def nightly_embedding(workspace: str, dask_workers: int | None = None) -> dict[s
             "alignment_reused": aligned.reused if aligned else 0,
             "projection_batches": len(shards), "projection_failures": [f"{f.photo_id}: {f.reason}" for f in failures],
             "clinical_rows_written": n_clinical, "latent_rows_written": n_latents, "materialized": materialized,
+            "data_repository_unchanged": unchanged_rev is not None, "feature_store_unchanged": features_unchanged,
             "phases_s": phases,
         })
         return {"flow_run_id": record.flow_run_id, "data_rev": record.data_rev, **record.outputs}
