@@ -167,3 +167,28 @@ def test_a_data_folder_changed_by_hand_is_versioned_again(tmp_path) -> None:
     assert _data_tree(data) != stamp
     write_png(data / "photos" / "a.png", seed=2)  # or a replacement
     assert _data_tree(data) != stamp
+
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_the_nightly_flow_starts_projections_from_the_generators_encoder(workspace, prefect_api) -> None:
+    """projection.init: encoder: the first night trains the generator's encoder (once), every latent
+    records it, and a later night with a new photo reuses it."""
+    from features.store.offline import read_rows
+    from flows.nightly_embedding import nightly_embedding
+
+    tiny_params(workspace.root, contracts={"max_projection_loss": 100.0}, projection={"init": "encoder", "steps": 2, "batch_size": 2},
+                encoder={"steps": 20, "batch_size": 4, "width": 16})
+    fill_inbox(workspace.root, start=0, count=2)
+    first = nightly_embedding(str(workspace.root))
+    enc = first["projection_todo"]["encoder"]
+    assert enc["trained"] and first["latent_rows_written"] == 2, first
+    stored = read_rows(workspace.feature_repo_dir, workspace.load_params(), "face_latent")
+    assert set(stored["encoder_sha256"]) == {enc["sha256"]}
+
+    fill_inbox(workspace.root, start=2, count=1)
+    second = nightly_embedding(str(workspace.root))
+    again = second["projection_todo"]["encoder"]
+    assert not again["trained"] and again["sha256"] == enc["sha256"], second
+    assert second["projection_todo"]["pending"] == 1 and second["latent_rows_written"] == 1, second
