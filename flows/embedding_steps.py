@@ -115,9 +115,14 @@ def projection(ws: Workspace, params: Params, *, projecting: bool = False) -> Pr
 
 
 def pending_batches(ws: Workspace, params: Params) -> Plan:
-    """The photos with no latent for this run key, in batches (and those that cannot be read)."""
+    """The photos with no latent for this run key, in batches (and those that cannot be read); the
+    generator's encoder is trained first when projection.init is encoder and it has none yet."""
+    if params.projection.init == "encoder":
+        from flows.encoder_steps import ensure_encoder
+
+        ensure_encoder(ws, params, log=print)
     return plan(projection(ws, params), projection_inputs(ws), shard_dir=Layout(ws).latents,
-                batch_size=params.projection.batch_size, warn=print)
+                batch_size=components(ws, params).projection_batch_size(), warn=print)
 
 
 def generator_label(info: Any) -> str:
