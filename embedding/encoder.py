@@ -29,13 +29,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from embedding.fileio import write_bytes_atomic
-from embedding.projection import LatentStats, stable_seed
+from embedding.projection import LatentStats, check_images, stable_seed
 from embedding.stylegan2.store import (
     StoreError,
     dumps_safetensors,
@@ -189,22 +188,6 @@ class Encoder(nn.Module):
         return self.latent_mean + self.latent_scale * self.out(h)
 
 
-def _check_images(E: Encoder, images: Any) -> torch.Tensor:
-    x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
-    r = E.config.resolution
-    if x.ndim != 4 or x.shape[1] != 3 or x.shape[2] != r or x.shape[3] != r:
-        raise ValueError(f"images must be (N, 3, {r}, {r}) to match the encoder, got {tuple(x.shape)}; "
-                         f"resize the photos to {r}x{r}")
-    if x.shape[0] < 1:
-        raise ValueError("images is empty; pass at least one photo")
-    x = x.float()
-    if not torch.isfinite(x).all():
-        raise ValueError("images contain NaN or infinite values")
-    if float(x.min()) < -1.0001 or float(x.max()) > 1.0001:
-        raise ValueError(f"images must be scaled to [-1, 1], got values in [{float(x.min()):.3g}, {float(x.max()):.3g}]")
-    return x
-
-
 def encode(E: Encoder, images: Any) -> torch.Tensor:
     """Start latents for `project(init=...)`: images (N, 3, R, R) in [-1, 1] -> (N, latent_dim) float32
     on E's device. No gradients; E is used in eval mode and left in the mode it was in.
@@ -213,7 +196,7 @@ def encode(E: Encoder, images: Any) -> torch.Tensor:
     the call, and the batch driver reuses a photo's latent whatever batch it was in. The encoder
     is a few percent of one generator pass, so the loop costs nothing that matters.
     """
-    x = _check_images(E, images)
+    x = check_images(images, resolution=E.config.resolution, owner="the encoder")
     device = next(E.parameters()).device
     was_training = E.training
     E.eval()

@@ -178,11 +178,13 @@ def latent_statistics(G, *, samples: int = 10000, device: str | torch.device = "
     return LatentStats(samples=samples, w_avg=w_avg.float(), w_std=w_std, z_std=z_std, z_start=z[nearest].clone())
 
 
-def _check_images(G, images) -> torch.Tensor:
+def check_images(images, *, resolution: int, owner: str = "the generator") -> torch.Tensor:
+    """(N, 3, R, R) photos in [-1, 1] (tensor or array) -> float32 tensor; a one-line ValueError
+    saying how to fix anything else. `owner` names what fixes R in the message."""
     x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
-    r = G.img_resolution
+    r = resolution
     if x.ndim != 4 or x.shape[1] != 3 or x.shape[2] != r or x.shape[3] != r:
-        raise ValueError(f"images must be (N, 3, {r}, {r}) to match the generator, got {tuple(x.shape)}; "
+        raise ValueError(f"images must be (N, 3, {r}, {r}) to match {owner}, got {tuple(x.shape)}; "
                          f"resize the photos to {r}x{r}")
     if x.shape[0] < 1:
         raise ValueError("images is empty; pass at least one photo")
@@ -315,7 +317,7 @@ def project(
     if not isinstance(batch_multiple, int) or batch_multiple < 1:
         raise ValueError(f"batch_multiple must be an integer >= 1, got {batch_multiple!r}")
 
-    target = _check_images(G, images).to(device)
+    target = check_images(images, resolution=G.img_resolution).to(device)
     n_photos = target.shape[0]
     if isinstance(seed, int | np.integer):
         seeds = [stable_seed(int(seed), str(i)) for i in range(n_photos)]
