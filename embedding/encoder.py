@@ -37,6 +37,7 @@ from embedding.fileio import write_bytes_atomic
 from embedding.projection import LatentStats, check_images, stable_seed
 from embedding.stylegan2.store import (
     StoreError,
+    build_from_file,
     dumps_safetensors,
     load_state_strict,
     loads_safetensors,
@@ -433,11 +434,7 @@ def encoder_from_bytes(blob: bytes, *, where: str) -> tuple[Encoder, dict[str, A
         raise StoreError(f"{where}: invalid encoder config or training record in the file: {exc}") from None
     if not isinstance(training, dict):
         raise StoreError(f"{where}: the training record must be a JSON object")
-    try:
-        E = Encoder(config, seed=None)
-    except (RuntimeError, ValueError, TypeError, OverflowError, MemoryError) as exc:
-        raise StoreError(f"{where}: the encoder config in the file cannot be built "
-                         f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+    E = build_from_file(lambda: Encoder(config, seed=None), what="encoder", where=where)
     load_state_strict(E, tensors, where=where)
     if not all(torch.isfinite(t).all() for t in E.state_dict().values()):
         raise StoreError(f"{where}: the encoder weights contain NaN or infinite values")

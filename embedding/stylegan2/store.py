@@ -15,12 +15,16 @@ import math
 import os
 import struct
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
 
 from embedding.fileio import sha256_file, write_bytes_atomic  # noqa: F401 - part of this module's API
+
+T = TypeVar("T")
 
 WEIGHTS_FILE = "generator.safetensors"
 CONFIG_FILE = "config.json"
@@ -158,11 +162,7 @@ def generator_from_bytes(blob: bytes, *, where: str):
         config = GeneratorConfig.from_dict(json.loads(meta["config"]))
     except (KeyError, ValueError, TypeError) as exc:
         raise StoreError(f"{where}: invalid generator config in the file: {exc}") from None
-    try:
-        G = Generator(config, seed=None)
-    except (RuntimeError, ValueError, TypeError, OverflowError, MemoryError) as exc:
-        raise StoreError(f"{where}: the generator config in the file cannot be built "
-                         f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+    G = build_from_file(lambda: Generator(config, seed=None), what="generator", where=where)
     load_state_strict(G, tensors, where=where)
     if "random_init_seed" in meta:
         try:
@@ -170,6 +170,16 @@ def generator_from_bytes(blob: bytes, *, where: str):
         except ValueError:
             raise StoreError(f"{where}: invalid random_init_seed {meta['random_init_seed']!r}") from None
     return G.eval().requires_grad_(False)
+
+
+def build_from_file(build: Callable[[], T], *, what: str, where: str) -> T:
+    """build() a module from a config read out of a file: whatever it raises (a crafted config may
+    ask for absurd sizes) becomes one StoreError naming the file."""
+    try:
+        return build()
+    except (RuntimeError, ValueError, TypeError, OverflowError, MemoryError) as exc:
+        raise StoreError(f"{where}: the {what} config in the file cannot be built "
+                         f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
 
 
 def load_state_strict(G, tensors: dict[str, torch.Tensor], *, where: str) -> None:
