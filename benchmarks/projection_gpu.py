@@ -50,7 +50,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
-from machine import cpu_name
+
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent))  # the repository's packages
+from machine import cpu_name  # noqa: E402
 
 TARGET_PHOTOS = 13503                      # the paper's cohort, in one H100-hour
 TARGET_PHOTOS_PER_S = TARGET_PHOTOS / 3600.0

@@ -1,6 +1,6 @@
-"""The demo report's pictures: photo/reconstruction pairs, the astronaut's alignment, the
-health and age attribute grids, and the training figures (KM by tertile, subgroup C-index,
-calibration) copied next to the report.
+"""The demo report's pictures: photo/reconstruction pairs, the astronaut's alignment and the
+training figures (KM by tertile, subgroup C-index, calibration) copied next to the report.
+The health and age edit grids are the attributes stage's (demo.attributes).
 
 Every picture is drawn from what the pipeline stored (the Feast training set, the champion
 model, the generator params select); the ground truth is used for nothing here.
@@ -18,8 +18,6 @@ from ground.config import Params
 from ground.workspace import Workspace
 
 PAIRS = 8
-GRID_ROWS = 4
-AMOUNTS = (-3.0, -1.5, 0.0, 1.5, 3.0)   # in units of the latents' spread along the direction
 UPSCALE = 4                              # the demo's portraits are tiny; enlarge for the page
 
 
@@ -44,8 +42,7 @@ def make_figures(ws: Workspace, params: Params, frame: Any, cohort_dir: Path, re
     import torch
     from PIL import Image
 
-    from embedding.attributes import least_squares_direction
-    from embedding.editing import edit_grid, latent_spread, render, tile, to_uint8
+    from embedding.editing import render, tile, to_uint8
     from facesurv.components import components
 
     figs: dict[str, str] = {}
@@ -82,26 +79,6 @@ def make_figures(ws: Workspace, params: Params, frame: Any, cohort_dir: Path, re
         figs["scikit-image's astronaut: photo (left) and FFHQ-aligned crop (right), dlib 68-point landmarks"] = \
             "figures/astronaut_alignment.png"
 
-    # attribute grids, each row one patient: health is minus the champion's Coxnet coefficient vector on the
-    # latents (toward lower risk), age the least-squares direction of the recovered latents on age at the photo
-    attributes = []
-    health = _health_direction(ws, params)
-    if health is not None:
-        attributes.append(("health_grid", -health, "health attribute: each row one patient, moved along minus the "
-                           f"Coxnet risk direction ({', '.join(f'{a:+g}' for a in AMOUNTS)} spreads; right = healthier)"
-                           f"{stand_in}"))
-    if "age" in frame.columns:
-        attributes.append(("age_grid", least_squares_direction(lat, frame["age"].to_numpy(float)),
-                           "age attribute: least-squares direction of the recovered latents on age (right = older); "
-                           f"the semi-synthetic latents carry no planted age signal{stand_in}"))
-    rows = torch.from_numpy(lat[:GRID_ROWS])
-    for name, direction, caption in attributes:
-        if not np.linalg.norm(direction) > 0:
-            continue  # a Coxnet that kept no latent, or a constant age: no direction to move along
-        d = torch.from_numpy(np.asarray(direction, dtype=np.float32))
-        spread = latent_spread(torch.from_numpy(lat), d)
-        _save(tile(edit_grid(G, rows, d, [a * spread for a in AMOUNTS], space=space)), fig_dir / f"{name}.png")
-        figs[caption] = f"figures/{name}.png"
     return figs
 
 
@@ -111,17 +88,6 @@ def _photo_path(ws: Workspace, cohort_dir: Path, photo_id: str) -> Path:
     if aligned.exists():
         return aligned
     return next(p for p in sorted((cohort_dir / "photos").glob(f"{photo_id}.*")))
-
-
-def _health_direction(ws: Workspace, params: Params) -> np.ndarray | None:
-    from training.pyfunc import health_direction_of, load_served
-    from training.tracking import tracking_uri_for
-
-    try:
-        _, model = load_served(tracking_uri_for(params, ws.mlflow_dir), params.registry.model_name, "champion")
-    except Exception:  # noqa: BLE001 - no champion yet: the grid is left out, not faked
-        return None
-    return health_direction_of(model)
 
 
 def collect_training_figures(ws: Workspace, report_dir: Path) -> dict[str, str]:

@@ -16,8 +16,14 @@ from typing import Any
 
 import jinja2
 
-# Hagag et al., MICCAI, Table 1 (C-index on their test set)
-PAPER_TABLE1 = {"embedding_deepsurv": 0.680, "clinical_coxph": 0.690, "clinical_deepsurv": 0.729, "fusion": 0.787}
+# Hagag et al., MICCAI, Table 1 (C-index on their test set); the end-to-end CNNs are the paper's DeepSurv
+# on ResNet-18 and VGG-16 features
+PAPER_TABLE1 = {"embedding_deepsurv": 0.680, "clinical_coxph": 0.690, "clinical_deepsurv": 0.729, "fusion": 0.787,
+                "cnn_resnet18": 0.51, "cnn_vgg16": 0.47}
+# The paper's Brier score: only the embedding model's pan-cancer mean (0.200) was available to this project,
+# without its horizon; the other rows say so rather than guess
+PAPER_BRIER = {"embedding_deepsurv": 0.200}
+PAPER_BRIER_HORIZON = "the paper's mean Brier score; its horizon is not stated in the sources available here"
 
 MODEL_LABELS = {
     "embedding_deepsurv": "Embeddings, DeepSurv",
@@ -25,6 +31,8 @@ MODEL_LABELS = {
     "clinical_coxph": "Clinical, CoxPH",
     "clinical_deepsurv": "Clinical, DeepSurv",
     "fusion": "Combined (late fusion)",
+    "cnn_resnet18": "End-to-end CNN: ResNet-18 (from scratch)",
+    "cnn_vgg16": "End-to-end CNN: VGG-16 (ImageNet convolutions)",
     "oracle_embedding": "Oracle: true latents, CoxPH",
     "oracle_fusion": "Oracle: true latents + clinical",
 }
@@ -52,6 +60,9 @@ class ReportInputs:
     cohort: dict[str, Any] = field(default_factory=dict)     # kind, rung, line (the demo's first line)
     crossfit: dict[str, Any] | None = None                   # training.crossfit CrossFit.summary(...)
     alignment: dict[str, Any] | None = None                  # real faces: aligned share overall / per group
+    horizons: tuple[int, ...] = ()                           # days of the Brier columns (training.horizons_days)
+    attributes: dict[str, Any] | None = None                 # the attributes stage's figures (metrics.json layout)
+    sections: list[dict[str, Any]] = field(default_factory=list)  # extra tables: {title, header, rows, lines}
 
 
 # cross-fitted rows: metrics.json key -> (label, risk name in the cross-fit summary)
@@ -101,6 +112,10 @@ def metrics_json(r: ReportInputs) -> dict[str, Any]:
     out.update(crossfit_json(r.crossfit))
     if r.alignment:
         out["alignment"] = r.alignment
+    if r.attributes:
+        out.update(r.attributes)
+    out["brier"] = {"horizons_days": list(r.horizons), "paper": dict(PAPER_BRIER), "paper_horizon": PAPER_BRIER_HORIZON,
+                    "ibs_window": "5th to 90th percentile of the test patients' follow-up (training.metrics)"}
     out.update({
         "stages_s": {k: round(v, 2) for k, v in r.stages_s.items()},
         "total_s": round(r.total_s, 2),
@@ -179,14 +194,19 @@ def _table_rows(r: ReportInputs) -> list[list[str]]:
     rows = []
     for name, label in MODEL_LABELS.items():
         m = r.models.get(name)
-        if m is None and name.startswith("oracle"):
-            continue  # real faces have no oracle
-        rows.append([label, _fmt(m, "c_index"), _fmt(m, "ibs"), _paper(name)])
+        if m is None and (name.startswith("oracle") or name.startswith("cnn_")):
+            continue  # real faces have no oracle; cnn.models may leave a CNN out
+        rows.append([label, _fmt(m, "c_index"), _fmt(m, "ibs"), *[_fmt(m, f"brier_{h}d") for h in r.horizons],
+                     _paper(name), _paper(name, PAPER_BRIER)])
     return rows
 
 
-def _paper(key: str) -> str:
-    paper = PAPER_TABLE1.get(key)
+def frozen_header(r: ReportInputs) -> list[str]:
+    return ["model", "C-index", "IBS", *[f"Brier {h} d" for h in r.horizons], "paper C-index", "paper Brier"]
+
+
+def _paper(key: str, table: dict[str, float] = PAPER_TABLE1) -> str:
+    paper = table.get(key)
     return f"{paper:.3f}" if paper else "—"
 
 
@@ -194,7 +214,7 @@ def _render(template: str, r: ReportInputs) -> str:
     """One format of the report: the template lays it out; the rows are formatted here, once for both."""
     return _templates().get_template(template).render(
         r=r, crossfit_rows=_crossfit_rows(r), derived=_derived_lines(r), frozen_rows=_table_rows(r),
-        alignment_rows=_alignment_rows(r),
+        alignment_rows=_alignment_rows(r), frozen_header=frozen_header(r), paper_brier_horizon=PAPER_BRIER_HORIZON,
         contract_rows=[[str(c.get(k)) for k in ("name", "rows", "valid", "quarantined", "passed")] for c in r.contracts],
         stages=[(k, r.stage_status.get(k, ""), f"{v:.1f}", [(part, f"{pv:.1f}") for part, pv in
                                                          r.stage_parts_s.get(k, {}).items()])

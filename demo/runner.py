@@ -6,8 +6,10 @@
     -> train-and-promote flow (Feast training set, models, MLflow, registry promotion)
     -> oracle (rendered faces: the same models on the true latents, same frozen test split)
     -> evaluation (every model and the ceiling cross-fitted on the same folds, paired CIs)
+    -> end-to-end CNN baselines (ResNet-18, VGG-16) on the photos, same frozen split
     -> one patient scored through the API, with its audit trail
-    -> health and age grids -> report (report/index.html, report.md, metrics.json)
+    -> attributes: subgroups and fairness, the health edit loop, the age direction, edit grids
+    -> report (report/index.html, report.md, metrics.json)
 
 Each stage is a function of a shared context, whose DemoState carries what the earlier stages
 found; a stage that lacks an asset it needs raises NotAvailableError and is listed as not
@@ -61,6 +63,10 @@ class DemoState:
     oracle: dict[str, dict[str, Any]] = field(default_factory=dict)  # model -> Table 1 row, on the true latents
     crossfit: dict[str, Any] | None = None      # training.crossfit CrossFit.summary(...) + folds
     figures: dict[str, str] = field(default_factory=dict)   # caption -> path relative to report/
+    crossfit_risks: dict[str, Any] | None = None  # patient_id, time, event and each model's out-of-fold log-risk
+    alignment: dict[str, Any] | None = None       # real faces: features.fairness.aligned_by_group of the photos
+    cnn: dict[str, Any] = field(default_factory=dict)        # flows.cnn_steps' summary (frozen split)
+    attributes: Any = None                        # demo.attributes.AttributeResults
 
 
 @dataclass
@@ -263,12 +269,39 @@ def stage_evaluation(ctx: DemoContext) -> str:
     summary = cf.summary(bootstrap=p.evaluation.bootstrap, seed=p.evaluation.seed, extra_risks=ceilings,
                          derived=crossfit.ceiling_formulas())
     summary["folds"] = p.synth.folds
+    ctx.state.crossfit_risks = {"patient_id": cf.patient_id, "time": cf.time, "event": cf.event, "risk": dict(cf.risk)}
     summary["patients_in_cohort"] = int(len(outcome))
     ctx.state.crossfit = summary
     d = summary["derived"]
     return (f"{summary['n']} patients ({summary['events']} events), {p.synth.folds} folds: "
             f"fusion gain {stat_text(d['fusion_gain'])} of a possible {stat_text(d['ceiling_gain'])}; "
             f"retention {stat_text(d['retention'])}")
+
+
+def stage_cnn(ctx: DemoContext) -> str:
+    """The paper's end-to-end CNN baselines on the same frozen split, tracked and registered."""
+    from flows.cnn_steps import train_cnn_baselines
+
+    if not ctx.params.cnn.models:
+        raise NotApplicable("cnn.models is empty")
+    ctx.state.cnn = train_cnn_baselines(ctx.ws, ctx.params, log=ctx.log)
+    return "; ".join(f"{name} C-index {m['c_index']:.3f} [{m['c_index_lo']:.3f}, {m['c_index_hi']:.3f}] "
+                     f"(registered v{m['version']})" for name, m in ctx.state.cnn["models"].items())
+
+
+def stage_attributes(ctx: DemoContext) -> str:
+    """Subgroups and fairness, the health attribute's edit loop, the age attribute, one grid of each."""
+    from demo.attributes import run_attributes
+
+    if ctx.real_faces and ctx.state.alignment is None:
+        ctx.state.alignment = alignment_audit(ctx)
+    res = run_attributes(ctx)
+    ctx.state.attributes = res
+    ctx.state.figures.update(res.figures)
+    m = res.metrics
+    loop = m["health_attribute"]["edit_loop"]
+    return (f"health edit loop rho {stat_text(loop['rho'])}; age direction held-out R2 "
+            f"{stat_text(m['age_attribute'].get('r2'))} vs shuffled {m['age_attribute']['shuffled']['mean']:.3f}")
 
 
 def stage_score(ctx: DemoContext) -> str:
@@ -303,8 +336,10 @@ STAGES: list[tuple[str, Callable[[DemoContext], str]]] = [
     ("train and promote flow", stage_train),
     ("oracle", stage_oracle),
     ("evaluation", stage_evaluation),
+    ("cnn baselines", stage_cnn),
     ("scoring + audit", stage_score),
     ("grids", stage_grids),
+    ("attributes", stage_attributes),
     ("report", stage_report),
 ]
 
@@ -320,6 +355,8 @@ def _metrics_of(table: dict[str, dict[str, Any]], name: str) -> dict[str, Any] |
                            "ibs": _f(r.get("ibs"))}
     if "ibs_lo" in r and "ibs_hi" in r:
         out["ibs_ci"] = [float(r["ibs_lo"]), float(r["ibs_hi"])]
+    for k in [k for k in r if str(k).startswith("brier_") and not str(k).endswith(("_lo", "_hi"))]:
+        out[k], out[f"{k}_ci"] = _f(r[k]), [_f(r.get(f"{k}_lo")), _f(r.get(f"{k}_hi"))]
     return out | {k: _f(r[k]) for k in ("uno_c", "n_test", "n_train") if k in r}
 
 
@@ -338,7 +375,9 @@ def report_inputs(ctx: DemoContext) -> ReportInputs:
     from training.retention import retention_vs_oracle
 
     state = ctx.state
-    models = {key: m for table, names in ((_registry_metrics(ctx), TRAINING_NAMES), (state.oracle, ORACLE_MAP))
+    cnn = (state.cnn or {}).get("models", {})
+    models = {key: m for table, names in ((_registry_metrics(ctx), TRAINING_NAMES), (state.oracle, ORACLE_MAP),
+                                          (cnn, {n: n for n in cnn}))
               for key, name in names.items() if (m := _metrics_of(table, name))}
     ret_oracle = None
     if "embedding_coxph" in models and "oracle_embedding" in models:
@@ -362,6 +401,12 @@ def report_inputs(ctx: DemoContext) -> ReportInputs:
     if ret_oracle is not None:
         notes.append("Oracle retention = (C_embedding - 0.5) / (C_oracle_embedding - 0.5): the Coxnet on recovered "
                      "latents against the same Coxnet on the true latents, same frozen test split.")
+    if cnn:
+        c = ctx.params.cnn
+        notes.append(f"End-to-end CNNs: trained with the Cox partial likelihood on the aligned photos at {c.image_size} px, "
+                     f"early stopping on a {c.val_fraction:.0%} validation slice of the training part; ResNet-18 from "
+                     f"scratch, VGG-16 from ImageNet convolutions with its top {c.vgg16_trainable_blocks} of 5 blocks "
+                     "trained. Frozen split only (cross-fitting them would take five more trainings each).")
     if "fusion" in models:
         by_model = {v: k for k, v in TRAINING_NAMES.items()}
         inputs = [by_model[m] for m in ctx.params.training.fusion_members if by_model.get(m) in models]
@@ -382,7 +427,10 @@ def report_inputs(ctx: DemoContext) -> ReportInputs:
         cohort={"kind": synth.get("kind"), "rung": synth.get("rung"), "line": state.cohort_line,
                 "survival_seed": synth.get("survival_seed"), "ceiling_point": synth.get("ceiling_c_index")},
         crossfit=state.crossfit,
-        alignment=alignment_audit(ctx) if ctx.real_faces else None,
+        alignment=(state.alignment or alignment_audit(ctx)) if ctx.real_faces else None,
+        horizons=tuple(int(h) for h in ctx.params.training.horizons_days),
+        attributes=state.attributes.metrics if state.attributes else None,
+        sections=list(state.attributes.sections) if state.attributes else [],
         extra={"generator_is_random_init": bool(synth.get("generator_is_random_init",
                                                             ctx.params.generator.checkpoint is None)),
                "perceptual_is_stand_in": _perceptual_stand_in(ctx)},

@@ -8,7 +8,7 @@ deviations of the cohort along d" into such amounts.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -120,3 +120,92 @@ def tile(grid: torch.Tensor, *, pad: int = 2, fill: int = 255) -> np.ndarray:
             y, x = pad + i * (h + pad), pad + j * (w + pad)
             out[y:y + h, x:x + w] = cells[i, j]
     return out
+
+
+ProjectFn = Callable[[torch.Tensor], "torch.Tensor | np.ndarray"]
+
+
+def photo_like(images: torch.Tensor) -> torch.Tensor:
+    """Rendered images (M, 3, R, R) float -> (M, 3, R, R) float32 in [-1, 1] on the 8-bit grid.
+
+    What a rendered face becomes once saved as a photo and read back for projection: clipped,
+    quantised by to_uint8 and rescaled by embedding.project_batch.generator_input's x / 127.5 - 1.
+    """
+    u = torch.from_numpy(to_uint8(images))  # (M, R, R, 3) uint8
+    return u.movedim(-1, -3).to(torch.float32) / 127.5 - 1.0
+
+
+def edit_and_reproject(
+    G: Generator,
+    latents: torch.Tensor | np.ndarray,
+    direction: torch.Tensor | np.ndarray,
+    betas: Sequence[float] | torch.Tensor | np.ndarray,
+    *,
+    space: str,
+    project_fn: ProjectFn,
+    quantize: bool = True,
+    truncation_psi: float = 1.0,
+    chunk_size: int | None = None,
+    batch_size: int = 32,
+) -> np.ndarray:
+    """Edit every latent along the direction, render it, and project the picture back.
+
+    The edit loop of the health attribute: a direction is only a property of faces if moving
+    along it changes pictures in a way that projection recovers, so the edited latents are not
+    scored directly but through rendered images, as a photo would be.
+
+    Args:
+        G: generator (embedding.stylegan2 API); used only to render, not modified.
+        latents: (N, D) patients' latents in `space` ("z" or "w"; one w for every layer).
+        direction: (D,) e.g. the embedding Cox model's coefficients b on raw latents. It is
+            normalised, d̂ = direction / ||direction||, so a beta is a distance in latent units
+            along d̂ (the Cox risk then moves by beta·||b||); latent_spread turns "k SDs of the
+            cohort along d̂" into betas.
+        betas: (K,) edit amounts; edited[n, k] = latents[n] + betas[k] · d̂.
+        space: "z" or "w", the space of `latents`, `direction` and project_fn's output.
+        project_fn: images -> latents. It receives ONE float32 CPU tensor (M, 3, R, R) in
+            [-1, 1] (R = G.img_resolution), the format of embedding.projection.project's
+            `images`, in patient-major order (image j is patient j // K at beta j % K), and
+            returns (M, D) latents in `space` (array or tensor), e.g.
+            `lambda im: project(G, im, space="w", steps=..., stats=stats).latents`.
+        quantize: True (default) passes the images on the 8-bit grid, as a saved photo read
+            back (photo_like); False passes the renders clipped to [-1, 1] but unquantised.
+        truncation_psi: used when space is "z" (mapping at render time).
+        chunk_size: images per project_fn call; None: all N·K in one call. A project_fn that
+            seeds by position in its batch (project's int seed) then sees other seeds per image.
+        batch_size: render batch.
+
+    Returns:
+        (N, K, D) float32 numpy: the re-projected latent of each patient at each beta.
+
+    Raises:
+        ValueError: bad shapes, space, chunk_size, or a project_fn answer of the wrong shape.
+    """
+    if space not in ("z", "w"):
+        raise ValueError(f"space must be 'z' or 'w' (the space of the Cox model's latents), got {space!r}")
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(f"chunk_size must be None or an integer >= 1, got {chunk_size!r}")
+    b = _tensor(betas).reshape(-1)
+    if b.numel() < 1 or not torch.isfinite(b).all():
+        raise ValueError("betas must be a non-empty sequence of finite numbers")
+    edited = edit_latents(latents, direction, b)  # (N, K, D), checks shapes and the direction
+    n, k, dim = edited.shape
+    if n < 1:
+        raise ValueError("latents is empty; pass at least one patient's latent")
+    images = render(G, edited.reshape(n * k, dim), space=space, truncation_psi=truncation_psi,
+                    batch_size=batch_size)
+    # a random-init (or overshooting) generator leaves [-1, 1]; a photo is clipped there
+    images = photo_like(images) if quantize else images.clamp(-1.0, 1.0)
+    step = n * k if chunk_size is None else chunk_size
+    out = []
+    for start in range(0, n * k, step):
+        chunk = images[start:start + step]
+        got = project_fn(chunk)
+        arr = (got.detach().cpu().numpy() if isinstance(got, torch.Tensor) else np.asarray(got)).astype(np.float32)
+        if arr.shape != (chunk.shape[0], dim):
+            raise ValueError(f"project_fn must return ({chunk.shape[0]}, {dim}) latents for {chunk.shape[0]} images, "
+                             f"got shape {arr.shape}; return the result's .latents (space {space!r})")
+        if not np.isfinite(arr).all():
+            raise ValueError("project_fn returned NaN or infinite latents; check the projection settings")
+        out.append(arr)
+    return np.concatenate(out).reshape(n, k, dim)

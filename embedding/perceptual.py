@@ -300,6 +300,30 @@ def _load_lpips_vgg16(path: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
+def imagenet_vgg16_convs() -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(weight (O, I, 3, 3), bias (O,)) of the 13 ImageNet VGG-16 convolutions, conv1_1 first,
+    from the installed LPIPS-VGG16 file (sha256-checked): what the CNN baselines start from.
+
+    Raises FileNotFoundError ("run `make install`") when the file is not installed.
+    """
+    path = find_lpips_vgg16_weights()
+    if path is None:
+        raise FileNotFoundError("ImageNet VGG-16 weights (the LPIPS-VGG16 file) are not installed in this "
+                                "environment; run `make install`")
+    state = _load_lpips_vgg16(path)
+    # the file numbers layers like torchvision's flat `features`: a ReLU after each conv, a pool after each block
+    keys, index = [], 0
+    for v in _VGG16_CFG:
+        index += 1 if v == "M" else 2
+        if v != "M":
+            keys.append(f"trunk.features.{index - 2}")
+    try:
+        return [(state[f"{k}.weight"].float(), state[f"{k}.bias"].float()) for k in keys]
+    except KeyError as exc:
+        raise ValueError(f"{path}: lacks the VGG-16 convolution {exc.args[0]!r}; delete it and run "
+                         "`make install` again") from None
+
+
 def load_perceptual(network: str = "auto", vgg16_path: str | os.PathLike | None = None, *,
                     resize: int = 256) -> tuple[PerceptualDistance, PerceptualInfo]:
     """Build the perceptual distance with its weights.

@@ -95,7 +95,8 @@ def train(ws: Workspace, params: Params, frame_path: Path, lineage: dict[str, An
 def write_metrics(ws: Workspace, result: Any) -> dict[str, Any]:
     """artifacts/training/metrics.json: the evaluation per model (what `dvc metrics show` prints)."""
     table = result.table1
-    keep = [c for c in ("c_index", "c_index_lo", "c_index_hi", "uno_c", "ibs") if c in table.columns]
+    # C-index, Uno's C, IBS and the Brier score at each horizon, each with its CI (the report's Table 1)
+    keep = [c for c in table.columns if str(c).startswith(("c_index", "uno_c", "ibs", "brier_"))]
     metrics = {str(r["model"]): {k: (None if r[k] != r[k] else float(r[k])) for k in keep}
                for r in table.to_dict("records")}
     # the sha256 of each registered version's artifact manifest: what every later load is checked against

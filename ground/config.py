@@ -457,6 +457,59 @@ class GeneratorTrainingParams:
         _check(bool(self.registered_name.strip()), "generator_training.registered_name", "must not be empty")
 
 
+CNN_MODELS = ("cnn_resnet18", "cnn_vgg16")
+
+
+@dataclass(frozen=True, config=_CONFIG)
+class CNNParams:
+    models: tuple[str, ...]
+    image_size: int
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    val_fraction: float
+    patience: int
+    vgg16_trainable_blocks: int
+    augment: bool
+
+    def __post_init__(self) -> None:
+        _check(all(m in CNN_MODELS for m in self.models) and len(set(self.models)) == len(self.models),
+               "cnn.models", f"must list each of {', '.join(CNN_MODELS)} at most once (or be [])")
+        _check(16 <= self.image_size <= 1024, "cnn.image_size", "must be between 16 and 1024")
+        _check(self.epochs >= 1, "cnn.epochs", "must be >= 1")
+        _check(self.batch_size >= 2, "cnn.batch_size", "must be >= 2 (the Cox loss compares patients in a batch)")
+        _check(self.lr > 0, "cnn.lr", "must be > 0")
+        _check(self.weight_decay >= 0, "cnn.weight_decay", "must be >= 0")
+        _check(0 < self.val_fraction < 0.9, "cnn.val_fraction", "must be in (0, 0.9)")
+        _check(self.patience >= 1, "cnn.patience", "must be >= 1")
+        _check(1 <= self.vgg16_trainable_blocks <= 5, "cnn.vgg16_trainable_blocks", "must be 1 to 5 (5: all)")
+
+
+@dataclass(frozen=True, config=_CONFIG)
+class AttributesParams:
+    edit_betas: tuple[float, ...]
+    loop_patients: int
+    age_folds: int
+    age_shuffles: int
+    min_subgroup_events: int
+    age_band_edges: tuple[float, ...]
+    bootstrap: int
+
+    def __post_init__(self) -> None:
+        b = self.edit_betas
+        _check(len(b) >= 3 and all(x < y for x, y in zip(b, b[1:], strict=False)) and 0.0 in b,
+               "attributes.edit_betas", "must be at least 3 increasing amounts including 0 (the unedited row)")
+        _check(self.loop_patients >= 1, "attributes.loop_patients", "must be >= 1")
+        _check(self.age_folds >= 2, "attributes.age_folds", "must be >= 2")
+        _check(self.age_shuffles >= 0, "attributes.age_shuffles", "must be >= 0")
+        _check(self.min_subgroup_events >= 1, "attributes.min_subgroup_events", "must be >= 1")
+        e = self.age_band_edges
+        _check(len(e) >= 3 and all(x < y for x, y in zip(e, e[1:], strict=False)), "attributes.age_band_edges",
+               "must be at least 3 increasing ages")
+        _check(self.bootstrap >= 0, "attributes.bootstrap", "must be >= 0")
+
+
 @dataclass(frozen=True, config=_CONFIG)
 class DemoParams:
     patients: int
@@ -488,6 +541,8 @@ class Params:
     demo: DemoParams
     generator_training: GeneratorTrainingParams
     encoder: EncoderParams
+    cnn: CNNParams
+    attributes: AttributesParams
     # sha256 of the canonical JSON of the file's content; lineage records it
     params_hash: str = dataclasses.field(default="", compare=False)
 

@@ -4,7 +4,7 @@ Geometry. The geometric ops of one image compose into one 3x3 affine in pixel-ce
 (origin at the image centre, x right, y down, one unit per pixel). An image on which only blit ops
 fired is resampled *exactly*: its composed matrix maps pixel centres onto pixel centres, so the
 output is a gather of input pixels (reflected at the borders), no interpolation. An image on which
-any geom op fired is resampled once with ``affine_grid``/``grid_sample`` (bilinear, reflection
+any geom op fired is resampled once (bilinear, reflection
 padding). The paper resamples through a wavelet-filtered 2x up/down-sampling to keep the
 augmentation free of aliasing; plain bilinear sampling is an accepted simplification here: it blurs
 and aliases slightly, and the discriminator might learn to spot that, which matters more at large p.
@@ -24,7 +24,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import torch
-import torch.nn.functional as F
 
 from embedding.augment.params import DEFAULT_OPS, AugmentParams, sample_params
 
@@ -64,14 +63,30 @@ def blit(images: torch.Tensor, geom_inv: torch.Tensor) -> torch.Tensor:
 
 def resample(images: torch.Tensor, geom_inv: torch.Tensor) -> torch.Tensor:
     """Resample (N, C, H, W) images by (N, 3, 3) output-to-input transforms in pixel-centred
-    coordinates: bilinear, reflection padding, one pass."""
+    coordinates: bilinear, reflection padding, one pass.
+
+    The same values as F.grid_sample(bilinear, reflection, align_corners=False), written as four
+    gathers so that it has a second derivative: the R1 penalty differentiates the discriminator's
+    gradient through the augmentation, and CUDA has no double backward for grid_sample.
+    Reflecting the four integer neighbours equals reflecting the continuous coordinate first.
+    """
     n, c, h, w = images.shape
-    # affine_grid works in normalised coordinates, x_norm = x_centred * 2 / W with align_corners=False.
-    to_norm = torch.diag(torch.tensor([2 / w, 2 / h, 1.0], dtype=_F64, device=images.device))
-    from_norm = torch.diag(torch.tensor([w / 2, h / 2, 1.0], dtype=_F64, device=images.device))
-    theta = (to_norm @ geom_inv @ from_norm)[:, :2, :].to(images.dtype)
-    grid = F.affine_grid(theta, [n, c, h, w], align_corners=False)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    gx, gy = _centred_grid(h, w, images.device)
+    g = geom_inv.to(_F64)
+    src_x = g[:, 0, :1] * gx + g[:, 0, 1:2] * gy + g[:, 0, 2:] + (w - 1) / 2   # (N, H*W) input pixel coords
+    src_y = g[:, 1, :1] * gx + g[:, 1, 1:2] * gy + g[:, 1, 2:] + (h - 1) / 2
+    x0, y0 = torch.floor(src_x), torch.floor(src_y)
+    fx, fy = (src_x - x0).to(images.dtype)[:, None], (src_y - y0).to(images.dtype)[:, None]
+    x0, y0 = x0.long(), y0.long()
+    flat = images.reshape(n, c, h * w)
+
+    def tap(dy: int, dx: int) -> torch.Tensor:
+        idx = _reflect(y0 + dy, h) * w + _reflect(x0 + dx, w)
+        return flat.gather(2, idx[:, None, :].expand(n, c, h * w))
+
+    top = tap(0, 0) * (1 - fx) + tap(0, 1) * fx
+    bottom = tap(1, 0) * (1 - fx) + tap(1, 1) * fx
+    return (top * (1 - fy) + bottom * fy).reshape(n, c, h, w)
 
 
 def recolor(images: torch.Tensor, color: torch.Tensor) -> torch.Tensor:

@@ -63,14 +63,20 @@ def blur2d(x: torch.Tensor, fir: torch.Tensor, *, gain: float, pad: int) -> torc
     """Depthwise FIR filter applied to every channel alike. x (N, C, H, W) -> (N, C, H + 2*pad - k + 1, ...)."""
     # As shifted multiply-adds rather than a (N*C)-group convolution: on CPU the convolution's
     # backward took 60% of a training step at 32 px, the shifts take a few percent, same maths.
-    k = (fir * gain).to(dtype=x.dtype, device=x.device)
+    # The separability test runs on the filter in float32 with autocast off: under CUDA bf16
+    # autocast an outer product comes back in bf16 and cannot be compared with a float32 filter.
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        f = fir.detach().to(device=x.device, dtype=torch.float32) * gain
+        row, col = f.sum(dim=1), f.sum(dim=0)
+        total = f.sum()
+        separable = bool(total != 0) and torch.allclose(row[:, None] * col[None, :] / total, f, rtol=1e-6, atol=1e-7)
+    k = f.to(dtype=x.dtype)
     kh, kw = k.shape
     x = F.pad(x, (pad, pad, pad, pad))
     h, w = x.shape[-2] - kh + 1, x.shape[-1] - kw + 1
-    row, col = k.sum(dim=1), k.sum(dim=0)
-    total = k.sum()
-    if total != 0 and torch.allclose(torch.outer(row, col) / total, k, rtol=1e-6, atol=1e-7):
-        col = col / total   # separable (the [1,3,3,1] filter is): rows, then columns
+    if separable:
+        # rows, then columns (the [1,3,3,1] filter is separable)
+        row, col = row.to(x.dtype), (col / total).to(x.dtype)
         y = row[0] * x[..., :h, :]
         for i in range(1, kh):
             y = y + row[i] * x[..., i:i + h, :]

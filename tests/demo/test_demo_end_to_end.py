@@ -16,7 +16,9 @@ from facesurv.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
 STAGES = ("cohort", "nightly embedding flow", "train and promote flow", "oracle", "evaluation",
-          "scoring + audit", "grids", "report")
+          "cnn baselines", "scoring + audit", "grids", "attributes", "report")
+CNN = {"cnn_resnet18": "End-to-end CNN: ResNet-18 (from scratch)",
+       "cnn_vgg16": "End-to-end CNN: VGG-16 (ImageNet convolutions)"}
 # metrics.json key -> (the report's row label, training/'s model name); labels as a reader sees them
 FROZEN = {"embedding_deepsurv": ("Embeddings, DeepSurv", "deepsurv_latent"),
           "embedding_coxph": ("Embeddings, CoxPH (Coxnet)", "coxnet_latent"),
@@ -47,6 +49,8 @@ def test_demo_runs_every_stage_and_writes_the_report(tmp_path: Path, capsys) -> 
     raw["training"]["deepsurv_epochs"] = 20
     raw["generator"].update({"resolution": 16, "channel_max": 16})
     raw["synth"].update({"strength": 3.0, "direction": "visible", "direction_samples": 16})
+    raw["cnn"].update({"image_size": 32, "epochs": 3, "vgg16_trainable_blocks": 1})
+    raw["attributes"].update({"loop_patients": 4, "bootstrap": 50, "age_shuffles": 5})
     (out / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
 
     rc = main(["demo", "--out", str(out), "--patients", "200", "--seed", "1", "--rendered"])
@@ -162,11 +166,44 @@ def check_demo_workspace(out: Path, stdout: str, stderr: str, capsys) -> None:
     (oracle_shown,) = re.findall(r"^\*\*Oracle retention\*\* .*: (-?\d+\.\d+)$", md, re.M)
     assert float(oracle_shown) == pytest.approx(metrics["retention_vs_oracle"], abs=SHOWN2)
 
+    # --- the CNN baselines: the same frozen test patients, registered, rows of Table 1 with Brier columns ---
+    cnn = json.loads((out / "artifacts" / "training" / "cnn_metrics.json").read_text())["models"]
+    horizons = params["training"]["horizons_days"]
+    header = next(line for line in md.split("## Table 1, frozen split", 1)[1].splitlines() if line.startswith("| model"))
+    assert header == "| " + " | ".join(["model", "C-index", "IBS", *[f"Brier {h} d" for h in horizons],
+                                          "paper C-index", "paper Brier"]) + " |"
+    for key, label in CNN.items():
+        got = metrics["models"][key]
+        assert got["c_index"] == round(cnn[key]["c_index"], 4) and got["n_test"] == len(test_ids), key
+        assert got["c_index_ci"][0] <= got["c_index"] <= got["c_index_ci"][1], key
+        assert cnn[key]["registered_name"].endswith(key.replace("_", "-")) and int(cnn[key]["version"]) >= 1
+        assert_shown(md_frozen[label][0], got["c_index"], got["c_index_ci"])
+        brier = [k for k in got if k.startswith("brier_") and not k.endswith("_ci")]
+        assert sorted(brier) == sorted(f"brier_{h}d" for h in horizons), key
+
+    # --- attributes: subgroups with CIs or a reason, the health loop, the age direction and its control ---
+    rows = metrics["subgroups"]["rows"]
+    assert {r["grouping"] for r in rows} >= {"age band", "cancer type"}
+    for r in rows:
+        if r["events"] < 10:
+            assert r["c_index"] is None and "fewer than 10 events" in r["reason"], r
+        elif r["c_index"] is not None and r["c_index"]["ci"][0] is not None:
+            assert r["c_index"]["ci"][0] <= r["c_index"]["value"] <= r["c_index"]["ci"][1], r
+    health = metrics["health_attribute"]
+    rho = health["edit_loop"]["rho"]
+    assert rho["ci"][0] <= rho["value"] <= rho["ci"][1] and rho["value"] > 0.5, rho   # edits move the risk
+    cos = health["cosine_with_true_direction"]
+    assert cos["ci"][0] <= cos["value"] <= cos["ci"][1] and cos["value"] > 0.2, cos   # it finds the planted face
+    age = metrics["age_attribute"]
+    assert age["r2"]["ci"][0] <= age["r2"]["value"] <= age["r2"]["ci"][1]
+    assert len(age["shuffled"]["r2s"]) == 5 and age["learned_from"].startswith("the clinical age")
+    assert "Health and age attributes, measured" in md and "Subgroups (the paper's Fig. 3)" in md
+
     # --- figures: the pages show the same images, every one a real PNG, the grids among them ---
     images = re.findall(r"<img src='([^']+)'", page)
     assert images == re.findall(r"^!\[[^\]]*\]\(([^)]+)\)$", md, re.M)
-    assert {"figures/pairs.png", "figures/astronaut_alignment.png", "figures/health_grid.png",
-            "figures/age_grid.png"} <= set(images) and len(images) >= 6
+    assert {"figures/pairs.png", "figures/astronaut_alignment.png", "figures/edit_health.png",
+            "figures/edit_age.png"} <= set(images) and len(images) >= 6
     from PIL import Image
 
     for src in images:
@@ -178,6 +215,43 @@ def check_demo_workspace(out: Path, stdout: str, stderr: str, capsys) -> None:
 
     # --- the scored patient: the ledger holds what the API answered, with its lineage ---
     check_scored_patient(out, stderr, capsys)
+    check_edit_command(out, metrics["health_attribute"]["edit_loop"]["patient_ids"][0], capsys)
+
+
+def check_edit_command(out: Path, patient: str, capsys) -> None:
+    """`facesurv edit` on the demo's workspace: a grid per attribute, logged to MLflow; bad input, one line."""
+    from mlflow import MlflowClient
+
+    from ground.workspace import Workspace
+    from training.tracking import tracking_uri_for
+
+    capsys.readouterr()
+    png = out / "edit-age.png"
+    assert main(["edit", "--patient-id", patient, "--attribute", "age", "--betas", "-2", "--betas", "0",
+                 "--betas", "2", "--out", str(png), "--workspace", str(out)]) == 0
+    printed = capsys.readouterr().out
+    run_id = re.search(r"MLflow run ([0-9a-f]{32})", printed)[1]
+    assert re.search(r"re-scored log-risk by beta: -2: [-+]\d+\.\d{3}, \+0: [-+]\d+\.\d{3}, \+2: [-+]\d+\.\d{3}\n",
+                     printed), printed
+    assert re.search(r"age direction held-out R2 -?\d\.\d{3} \[-?\d\.\d{3}, -?\d\.\d{3}\]; shuffled ages -?\d\.\d{3}",
+                     printed), printed
+    from PIL import Image
+
+    with Image.open(png) as im:
+        assert im.format == "PNG" and im.height > 3 * 32
+    ws = Workspace(out)
+    client = MlflowClient(tracking_uri=tracking_uri_for(ws.load_params(), ws.mlflow_dir))
+    run = client.get_run(run_id)
+    assert run.data.tags["attribute"] == "age" and run.data.tags["patient_id"] == patient
+    assert {a.path for a in client.list_artifacts(run_id, "grids")} == {"grids/edit-age.png"}
+    for args, match in ((["--attribute", "beauty"], "unknown attribute 'beauty'; choose health or age"),
+                        (["--patient-id", "nobody"], "patient 'nobody' has no latent in the training set"),
+                        (["--betas", "1", "--betas", "0"], "--betas must be at least 2 finite increasing")):
+        base = {"--patient-id": patient, "--attribute": "health"}
+        argv = ["edit", *[x for k, v in base.items() if k not in args for x in (k, v)], *args, "--workspace", str(out)]
+        assert main(argv) != 0
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and match in err, err
 
 
 def check_scored_patient(out: Path, stderr: str, capsys) -> None:

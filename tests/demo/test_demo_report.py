@@ -139,3 +139,33 @@ def test_html_escapes_what_it_shows_and_markdown_shows_it_as_written(tmp_path: P
     assert "<b>note</b>" not in page and "<li>a &lt;b&gt;note&lt;/b&gt; &amp; &#39;quotes&#39;</li>" in page
     assert "alt='a &lt;b&gt;note&lt;/b&gt; &amp; &#39;quotes&#39;'" in page  # a quote cannot end the attribute
     assert f"- {note}\n" in md and f"![{note}](figures/x.png)" in md
+
+
+def test_table1_has_brier_columns_the_papers_brier_and_the_cnn_rows(tmp_path: Path) -> None:
+    models = _inputs().models
+    models["embedding_deepsurv"].update({"brier_365d": 0.15, "brier_365d_ci": [0.12, 0.18], "brier_1095d": None})
+    models["cnn_resnet18"] = {"c_index": 0.53, "c_index_ci": [0.45, 0.61], "ibs": 0.24, "brier_365d": 0.2,
+                              "brier_365d_ci": [0.17, 0.23]}
+    inputs = _inputs(models=models, horizons=(365, 1095))
+    md = write_report(tmp_path / "report", inputs)["report.md"].read_text()
+    assert "| model | C-index | IBS | Brier 365 d | Brier 1095 d | paper C-index | paper Brier |" in md
+    # the paper's embedding row: its C-index and its (only published) Brier score beside ours
+    assert "| Embeddings, DeepSurv | 0.600 [0.500, 0.700] | 0.200 | 0.150 [0.120, 0.180] | n/a | 0.680 | 0.200 |" in md
+    assert "| End-to-end CNN: ResNet-18 (from scratch) | 0.530 [0.450, 0.610] | 0.240 | 0.200 [0.170, 0.230] | n/a " \
+           "| 0.510 | — |" in md
+    assert "End-to-end CNN: VGG-16" not in md        # a CNN that did not run is left out, not shown empty
+    assert "its horizon is not stated" in md and "5th to 90th percentile" in md
+    brier = metrics_json(inputs)["brier"]
+    assert brier["horizons_days"] == [365, 1095] and brier["paper"] == {"embedding_deepsurv": 0.2}
+    assert metrics_json(inputs)["models"]["cnn_resnet18"]["brier_365d_ci"] == [0.17, 0.23]
+
+
+def test_extra_sections_render_the_same_rows_in_both_formats(tmp_path: Path) -> None:
+    sec = {"title": "Subgroups", "header": ["group", "C-index"], "rows": [["<50", "0.612 [0.550, 0.670]"],
+                                                                          [">=75", "not shown: fewer than 10 events (7)"]],
+           "lines": ["a note"]}
+    paths = write_report(tmp_path / "report", _inputs(sections=[sec], attributes={"subgroups": {"rows": []}}))
+    md, page = paths["report.md"].read_text(), paths["index.html"].read_text()
+    assert "## Subgroups\n\n| group | C-index |\n|---|---|\n| <50 | 0.612 [0.550, 0.670] |" in md
+    assert "<td>&gt;=75</td><td>not shown: fewer than 10 events (7)</td>" in page and "<li>a note</li>" in page
+    assert json.loads(paths["metrics.json"].read_text())["subgroups"] == {"rows": []}

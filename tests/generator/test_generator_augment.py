@@ -407,3 +407,27 @@ def test_augmenting_the_reals_pulls_r_t_down_to_the_target():
     late = [r for r in rs[150:] if r is not None]
     assert 0.3 < sum(late) / len(late) < 0.85
     assert 0.02 < sum(ps[150:]) / 150 < 0.5
+
+
+def test_resample_equals_grid_sample_and_has_a_second_derivative():
+    """R1 differentiates the discriminator's gradient through the augmentation: CUDA's grid_sample
+    has no double backward, so resample is written as gathers and must still equal grid_sample."""
+    from embedding.augment.pipeline import resample
+
+    torch.manual_seed(0)
+    n, c, h, w = 3, 3, 16, 12
+    x = torch.randn(n, c, h, w, dtype=torch.float64, requires_grad=True)
+    angle, scale = torch.rand(n) * 6.28, 0.7 + torch.rand(n)
+    g = torch.zeros(n, 3, 3, dtype=torch.float64)
+    g[:, 0, 0], g[:, 0, 1] = torch.cos(angle) * scale, -torch.sin(angle) * scale
+    g[:, 1, 0], g[:, 1, 1] = torch.sin(angle) * scale, torch.cos(angle) * scale
+    g[:, :2, 2], g[:, 2, 2] = torch.randn(n, 2) * 3, 1.0
+    to_norm = torch.diag(torch.tensor([2 / w, 2 / h, 1.0], dtype=torch.float64))
+    from_norm = torch.diag(torch.tensor([w / 2, h / 2, 1.0], dtype=torch.float64))
+    grid = F.affine_grid((to_norm @ g @ from_norm)[:, :2, :], [n, c, h, w], align_corners=False)
+    want = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    got = resample(x, g)
+    assert torch.allclose(got, want, atol=1e-12)
+    (grad,) = torch.autograd.grad(got.square().sum(), x, create_graph=True)
+    grad.square().sum().backward()      # the R1 path: a derivative of a derivative
+    assert x.grad is not None and x.grad.abs().sum() > 0

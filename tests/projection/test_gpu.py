@@ -151,13 +151,21 @@ def test_gpu_benchmark_peak_table_and_skip(capsys):
         assert capsys.readouterr().out.startswith("skip: no CUDA device")
 
 
+@pytest.fixture(scope="module")
+def installed_perceptual():
+    """The real LPIPS-VGG16 where installed, else the stand-in: a GPU machine may carry only one of them."""
+    from embedding.perceptual import load_perceptual
+
+    return load_perceptual("auto")
+
+
 @pytest.mark.gpu
-def test_bf16_batch_on_cuda_matches_single_photos(tiny_generator, rendered_photos, stlpips):
+def test_bf16_batch_on_cuda_matches_single_photos(tiny_generator, rendered_photos, installed_perceptual):
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
     G, _ = tiny_generator
     _, img = rendered_photos
-    net, _ = stlpips
+    net, _ = installed_perceptual
     Gc, netc = G.to("cuda"), net.to("cuda")
     try:
         batch = choose_batch_size(Gc, netc, device="cuda", configured=1, maximum=64)
