@@ -35,7 +35,7 @@ from training.base import SurvivalModel
 from training.metrics import _surv, evaluation_grid
 from training.models import MODEL_NAMES, factory, uses_latent
 from training.preprocess import LATENT_COLUMN, Preprocessor
-from training.resample import resamples
+from training.resample import Stat, percentile_stat, resamples
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,6 @@ FUSION = "fusion"
 # A derived statistic: the dict of (resampled) C-indices by risk name -> a number, or None
 # when it is undefined on that resample (then that resample is dropped for it).
 Formula = Callable[[Mapping[str, float]], "float | None"]
-Stat = dict[str, Any]  # {"value": float | None, "ci": [lo, hi] (floats or None), "resamples": int}
 
 
 # ----------------------------------------------------------------------------------------
@@ -309,15 +308,6 @@ def _as_float(x: Any) -> float:
     return v if math.isfinite(v) else float("nan")
 
 
-def _stat(point: float, samples: list[float], bootstrap: int, level: float) -> Stat:
-    """Value and percentile CI; the CI is None unless >= max(10, bootstrap/2) resamples define it."""
-    value = point if math.isfinite(point) else None
-    ok = value is not None and len(samples) >= max(10, bootstrap // 2)
-    lo, hi = (np.percentile(samples, [50 * (1 - level), 50 * (1 + level)]) if ok else (None, None))
-    return {"value": value, "ci": [None if lo is None else float(lo), None if hi is None else float(hi)],
-            "resamples": len(samples)}
-
-
 def _check_inputs(time, event, risks, survival, grid, bootstrap, level):
     time, event = check_survival_target(time, event, what="bootstrap target")
     n = len(time)
@@ -397,11 +387,11 @@ def _bootstrap(time, event, risks, *, survival, grid, formulas, bootstrap, seed,
                 d_samples[d].append(v)
     models: dict[str, dict[str, Stat]] = {}
     for m in names:
-        models[m] = {"c_index": _stat(point_c[m], c_samples[m], bootstrap, level)}
+        models[m] = {"c_index": percentile_stat(point_c[m], c_samples[m], bootstrap, level)}
         if m in survival:
-            models[m]["ibs"] = (_stat(point_ibs[m], ibs_samples[m], bootstrap, level) if m in terms
+            models[m]["ibs"] = (percentile_stat(point_ibs[m], ibs_samples[m], bootstrap, level) if m in terms
                                 else {"value": None, "ci": [None, None], "resamples": 0})
-    derived = {d: _stat(point_d[d], d_samples[d], bootstrap, level) for d in formulas}
+    derived = {d: percentile_stat(point_d[d], d_samples[d], bootstrap, level) for d in formulas}
     return models, derived
 
 

@@ -23,20 +23,9 @@ from typing import Any
 import numpy as np
 
 from ground.errors import DataError
-from training.resample import resamples
+from training.resample import Stat, percentile_stat, resamples
 
-Stat = dict[str, Any]  # {"value": float | None, "ci": [lo, hi] (floats or None), "resamples": int}
 MIN_BETAS = 3  # two points always "rise" or "fall"; a rank correlation needs three to mean anything
-
-
-def _stat(point: float, samples: list[float], bootstrap: int, level: float) -> Stat:
-    """Value and percentile CI; the CI is None unless >= max(10, bootstrap/2) resamples define it
-    (training.crossfit's rule, so the report reads every Stat the same way)."""
-    value = point if math.isfinite(point) else None
-    ok = value is not None and len(samples) >= max(10, bootstrap // 2)
-    lo, hi = (np.percentile(samples, [50 * (1 - level), 50 * (1 + level)]) if ok else (None, None))
-    return {"value": value, "ci": [None if lo is None else float(lo), None if hi is None else float(hi)],
-            "resamples": len(samples)}
 
 
 def _check_bootstrap(bootstrap: object, level: object, what: str) -> None:
@@ -126,8 +115,8 @@ def edit_loop_stats(risk: np.ndarray, betas: np.ndarray, *, bootstrap: int = 200
         mono_s.append(float(rises[idx].mean()))
     share = float(rises.mean())
     return {
-        "rho": _stat(float(rho.mean()), rho_s, int(bootstrap), float(level)),
-        "monotone": _stat(share, mono_s, int(bootstrap), float(level)),
+        "rho": percentile_stat(float(rho.mean()), rho_s, int(bootstrap), float(level)),
+        "monotone": percentile_stat(share, mono_s, int(bootstrap), float(level)),
         "monotone_share": share,
         "rho_per_patient": [float(x) for x in rho],
         "mean_risk": [float(x) for x in r.mean(axis=0)],
@@ -214,4 +203,4 @@ def cosine_with_ci(fit_a: Callable[[np.ndarray], np.ndarray], fit_b: Callable[[n
 
     point = pair(np.arange(int(n)))
     samples = [c for idx in resamples(ev, count=int(bootstrap), rng=seed) if math.isfinite(c := pair(idx))]
-    return _stat(point, samples, int(bootstrap), float(level))
+    return percentile_stat(point, samples, int(bootstrap), float(level))

@@ -28,19 +28,9 @@ import pandas as pd
 from ground.errors import DataError
 from ground.types import check_survival_target
 from training.crossfit import harrell_c
-from training.resample import resamples
+from training.resample import percentile_stat, resamples
 
-Stat = dict[str, Any]  # {"value": float | None, "ci": [lo, hi] (floats or None), "resamples": int}
 AGE_EDGES = (0, 50, 65, 75, 200)
-
-
-def _stat(point: float, samples: list[float], bootstrap: int, level: float) -> Stat:
-    """Value and percentile CI; the CI is None unless >= max(10, bootstrap/2) resamples define it."""
-    value = point if math.isfinite(point) else None
-    ok = value is not None and len(samples) >= max(10, bootstrap // 2)
-    lo, hi = (np.percentile(samples, [50 * (1 - level), 50 * (1 + level)]) if ok else (None, None))
-    return {"value": value, "ci": [None if lo is None else float(lo), None if hi is None else float(hi)],
-            "resamples": len(samples)}
 
 
 def _fmt(x: float) -> str:
@@ -221,7 +211,7 @@ def subgroup_c_index_table(time: np.ndarray, event: np.ndarray, risks: Mapping[s
                 if not math.isfinite(points[m]):
                     rows.append({**base, "model": m, "c_index": None, "reason": "no comparable pair"})
                 else:
-                    rows.append({**base, "model": m, "c_index": _stat(points[m], samples[m], int(bootstrap),
+                    rows.append({**base, "model": m, "c_index": percentile_stat(points[m], samples[m], int(bootstrap),
                                                                        float(level)), "reason": None})
     return rows
 
