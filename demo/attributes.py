@@ -203,7 +203,7 @@ def run_attributes(ctx: DemoContext) -> AttributeResults:
     if ctx.real_faces and by_patient is not None:
         ages, age_source = by_patient["photo_age"].reindex(frame["patient_id"]).to_numpy(float), "the photos' age labels"
     else:
-        ages, age_source = frame["age"].to_numpy(float), "the clinical age (the rendered faces carry no planted age)"
+        ages, age_source = frame["age"].to_numpy(float), "the clinical age, which the rendered faces do not carry"
     age = age_direction(lat, ages, p)
     age_dict = {k: v for k, v in age.to_dict().items() if k != "direction"}
     out.metrics["age_attribute"] = {"learned_from": age_source, **age_dict}
@@ -323,7 +323,8 @@ def _attribute_section(m: dict[str, Any], ctx: DemoContext) -> dict[str, Any]:
     if "cosine_with_true_direction" in h:
         lines.append(f"Cosine of the health direction with the planted (true) face direction: "
                      f"{stat_text(h['cosine_with_true_direction'])} (refits on {h['cosine_bootstrap']} resamples).")
-    lines.append(f"Cosine of the health direction with the age direction ({h['cosine_with_age_direction']['age_learned_from']}): "
+    lines.append(f"Cosine of the health direction with the age direction (learned from "
+                 f"{h['cosine_with_age_direction']['age_learned_from']}): "
                  f"{stat_text(h['cosine_with_age_direction'])}.")
     r2, sh = age.get("r2") or {}, age.get("shuffled") or {}
     lines.append(f"Age direction (ridge, learned from {age['learned_from']}): held-out R² {stat_text(r2)} against "

@@ -193,8 +193,10 @@ def load_verified_pyfunc(client: Any, *, name: str, version: str, tracking_uri: 
     label = f"model {name} v{mv.version}"
     files, digest = recorded_manifest(dict(mv.tags or {}), label=label)
     uri = client.get_model_version_download_uri(name, str(mv.version))
-    # TemporaryDirectory is private (0700): the verified files cannot be swapped before MLflow reads them
-    with tempfile.TemporaryDirectory(prefix="facesurv-model-") as tmp:
+    # TemporaryDirectory is private (0700): the verified files cannot be swapped before MLflow reads them.
+    # ignore_cleanup_errors: when one of MLflow's download threads fails, the others may still be
+    # writing while the directory is removed; the integrity error must reach the caller, not an OSError.
+    with tempfile.TemporaryDirectory(prefix="facesurv-model-", ignore_cleanup_errors=True) as tmp:
         try:
             local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp, tracking_uri=tracking_uri)
         except Exception as exc:  # noqa: BLE001 - an unreachable or emptied store: one line, not a traceback
