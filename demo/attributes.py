@@ -19,13 +19,18 @@ from typing import Any
 
 import numpy as np
 
+from demo.attribute_sections import (
+    SUBGROUP_MODELS,
+    attribute_section,
+    fairness_section,
+    subgroup_section,
+)
 from ground.errors import FacesurvError
 
 # every function takes the demo's DemoContext (demo.runner) as `ctx`; typed Any so that this module,
 # which the runner imports, does not import the runner back
 DemoContext = Any
 EMBEDDING = "coxnet_latent"      # the embedding Cox model: its coefficients are the health attribute
-SUBGROUP_MODELS = {"coxnet_latent": "embedding CoxPH", "coxph_clinical": "clinical CoxPH", "fusion": "fusion"}
 
 
 @dataclass
@@ -34,12 +39,6 @@ class AttributeResults:
     sections: list[dict[str, Any]] = field(default_factory=list)
     figures: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-
-
-def stat_text(stat: dict[str, Any] | None, digits: int = 3) -> str:
-    from demo.report import stat_text as text
-
-    return text(stat, digits)
 
 
 # --- subgroups and fairness ---------------------------------------------------------------------
@@ -64,35 +63,6 @@ def subgroups(ctx: DemoContext, oof: dict[str, Any], frame: Any, race: Any) -> t
             {"race group": race}, min_events=a.min_subgroup_events, bootstrap=a.bootstrap,
             seed=ctx.params.evaluation.seed)
     return rows, fairness
-
-
-def _subgroup_section(rows: list[dict[str, Any]], min_events: int) -> dict[str, Any]:
-    from training.subgroups import subgroup_text
-
-    table = [[r["grouping"], str(r["group"]), SUBGROUP_MODELS.get(r["model"], r["model"]), str(r["n"]),
-              str(r["events"]), subgroup_text(r)] for r in rows]
-    return {"title": "Subgroups (the paper's Fig. 3): cross-fitted C-index per group (95% bootstrap CIs)",
-            "header": ["grouping", "group", "model", "patients", "events", "C-index"], "rows": table,
-            "lines": [f"A group with fewer than {min_events} events gets no C-index (attributes.min_subgroup_events)."]}
-
-
-def _fairness_section(fairness: dict[str, Any], alignment: dict[str, Any] | None) -> dict[str, Any]:
-    from training.subgroups import subgroup_text
-
-    by_group = {str(r["group"]): r for r in fairness.get("rows", [])}
-    aligned = (alignment or {}).get("race_group", {})
-    table = []
-    for g in sorted(set(by_group) | set(aligned)):
-        a, r = aligned.get(g, {}), by_group.get(g)
-        rate = a.get("rate")
-        table.append([g, str(a.get("photos", "—")), str(a.get("quarantined", "—")),
-                      "n/a" if rate is None else f"{1 - rate:.1%}",
-                      str(r["n"]) if r else "0", str(r["events"]) if r else "0", subgroup_text(r) if r else "no patients"])
-    return {"title": "Fairness by UTKFace race group (an audit only: race group is never a model input)",
-            "header": ["race group", "photos", "quarantined", "quarantine rate", "patients embedded", "events",
-                       "embedding CoxPH C-index"], "rows": table,
-            "lines": ["Face detectors are known to fail unequally across skin tones: the quarantine rate is the share "
-                      "of each group's photos the aligner could not align (their patients have no latent)."]}
 
 
 # --- the health attribute's edit loop -------------------------------------------------------------
@@ -193,11 +163,11 @@ def run_attributes(ctx: DemoContext) -> AttributeResults:
             race = by_patient["race_group"].reindex(oof_frame["patient_id"]).to_numpy()
         rows, fairness = subgroups(ctx, oof, oof_frame, race)
         out.metrics["subgroups"] = {"min_events": a.min_subgroup_events, "bootstrap": a.bootstrap, "rows": rows}
-        out.sections.append(_subgroup_section(rows, a.min_subgroup_events))
+        out.sections.append(subgroup_section(rows, a.min_subgroup_events))
         if race is not None:
             out.metrics["fairness"] = {"race_group": {"c_index": fairness["rows"],
                                                       "alignment": (ctx.state.alignment or {}).get("race_group")}}
-            out.sections.append(_fairness_section(fairness, ctx.state.alignment))
+            out.sections.append(fairness_section(fairness, ctx.state.alignment))
 
     # 2. the age attribute: photos' own age labels on real faces, the clinical age otherwise
     if ctx.real_faces and by_patient is not None:
@@ -242,7 +212,7 @@ def run_attributes(ctx: DemoContext) -> AttributeResults:
                     f"cohort along the {attribute} direction, the unedited reconstruction framed; each row re-projected "
                     "and re-scored"] = f"figures/edit_{attribute}.png"
     out.metrics["edit_grids"] = grids
-    out.sections.append(_attribute_section(out.metrics, ctx))
+    out.sections.append(attribute_section(out.metrics))
     out.metrics["attributes_run_id"] = _log_run(ctx, out)
     out.metrics = json.loads(json.dumps(out.metrics, default=_jsonable))   # numpy scalars -> JSON for metrics.json
     return out
@@ -309,48 +279,6 @@ def age_estimator_checks(ctx: DemoContext, frame: Any, ages: np.ndarray, directi
     result["renders_along_age_direction"] = {"rho": stats["rho"], "mean_estimated_age": stats["mean_risk"],
                                              "patients": n, "betas": betas.tolist()}
     return result
-
-
-def _attribute_section(m: dict[str, Any], ctx: DemoContext) -> dict[str, Any]:
-    h, age, est = m["health_attribute"], m["age_attribute"], m["age_estimator"]
-    loop = h["edit_loop"]
-    lines = [
-        f"Health edit loop ({loop['patients']} held-out patients, β = {', '.join(f'{b:+g}' for b in loop['betas'])} "
-        f"spreads): Spearman's ρ of the re-scored risk with β {stat_text(loop['rho'])}; share rising at every step "
-        f"{stat_text(loop.get('monotone'), 2)}; share of the intended risk change that survives render and "
-        f"re-projection {_num_text(loop.get('share_of_intended_change'))}.",
-    ]
-    if "cosine_with_true_direction" in h:
-        lines.append(f"Cosine of the health direction with the planted (true) face direction: "
-                     f"{stat_text(h['cosine_with_true_direction'])} (refits on {h['cosine_bootstrap']} resamples).")
-    lines.append(f"Cosine of the health direction with the age direction (learned from "
-                 f"{h['cosine_with_age_direction']['age_learned_from']}): "
-                 f"{stat_text(h['cosine_with_age_direction'])}.")
-    r2, sh = age.get("r2") or {}, age.get("shuffled") or {}
-    lines.append(f"Age direction (ridge, learned from {age['learned_from']}): held-out R² {stat_text(r2)} against "
-                 f"shuffled ages {_interval_text(sh)} (permutation p = {_num_text(sh.get('p_value'))}).")
-    if est.get("available"):
-        mae = est.get("mae_on_cohort_photos")
-        if mae:
-            lines.append(f"Independent age estimator ({est['model']}): MAE {stat_text(mae, 1)} years on {mae['n']} of the "
-                         "cohort's aligned photos against their age labels.")
-        renders = est.get("renders_along_age_direction") or {}
-        lines.append(f"Its estimates of renders along the age direction: Spearman's ρ {stat_text(renders['rho'])}."
-                     if "rho" in renders else f"Renders along the age direction: {renders.get('why')}.")
-    else:
-        lines.append(f"Independent age estimator: not available ({est.get('why')}).")
-    return {"title": "Health and age attributes, measured", "header": [], "rows": [], "lines": lines}
-
-
-def _num_text(x: Any, digits: int = 3) -> str:
-    return "n/a" if x is None else f"{float(x):.{digits}f}"
-
-
-def _interval_text(sh: dict[str, Any]) -> str:
-    if sh.get("mean") is None:
-        return "n/a"
-    lo, hi = (sh.get("interval") or [None, None])[:2]
-    return f"{sh['mean']:.3f} [{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else f"{sh['mean']:.3f}"
 
 
 def _log_run(ctx: DemoContext, out: AttributeResults) -> str:

@@ -105,7 +105,7 @@ def edit_one(ws: Workspace, params: Params, latent: np.ndarray, direction: np.nd
     with log-risk = latent @ score (the embedding Cox model up to its constant)."""
     import torch
 
-    from embedding.editing import edit_and_reproject, latent_spread, render
+    from embedding.editing import edit_and_reproject, edit_latents, latent_spread, render
 
     G, _ = components(ws, params).generator()
     space = params.projection.space if params.projection.space != "w+" else "w"
@@ -113,8 +113,6 @@ def edit_one(ws: Workspace, params: Params, latent: np.ndarray, direction: np.nd
     amounts = np.asarray(betas, dtype=np.float32) * spread
     reprojected = edit_and_reproject(G, latent[None], direction, amounts, space=space,
                                      project_fn=projector(ws, params))[0]
-    from embedding.editing import edit_latents
-
     images = render(G, edit_latents(latent[None], direction, amounts)[0], space=space)
     return Edit(tuple(float(b) for b in betas), amounts, images, reprojected @ score, spread)
 
