@@ -155,6 +155,7 @@ def run_attributes(ctx: DemoContext) -> AttributeResults:
     time, event = frame["time_days"].to_numpy(float), frame["event"].to_numpy(bool)
 
     # 1. subgroups on the cross-fitted out-of-fold risks; race group on real faces (audit only)
+    ctx.log(f"  subgroups: C-index per group with {a.bootstrap} bootstrap resamples each")
     oof = ctx.state.crossfit_risks
     if oof is not None:
         oof_frame = frame.set_index("patient_id").loc[[str(x) for x in oof["patient_id"]]].reset_index()
@@ -174,16 +175,20 @@ def run_attributes(ctx: DemoContext) -> AttributeResults:
         ages, age_source = by_patient["photo_age"].reindex(frame["patient_id"]).to_numpy(float), "the photos' age labels"
     else:
         ages, age_source = frame["age"].to_numpy(float), "the clinical age, which the rendered faces do not carry"
+    ctx.log(f"  age direction: {a.age_folds}-fold nested ridge and {a.age_shuffles} shuffled-age refits")
     age = age_direction(lat, ages, p)
     age_dict = {k: v for k, v in age.to_dict().items() if k != "direction"}
     out.metrics["age_attribute"] = {"learned_from": age_source, **age_dict}
 
     # 3. the health attribute: the champion's embedding Cox direction, measured through its edit loop
     health = health_direction(ctx.ws, p).astype(np.float64)
+    ctx.log(f"  health edit loop: {a.loop_patients} held-out patients x {len(a.edit_betas)} edits rendered, "
+            "re-projected and re-scored")
     loop = health_loop(ctx, frame, health)
     champion_alpha = _champion_alpha(ctx)
     fit_health = _coxnet_fit(lat, time, event, alpha=champion_alpha, l1_ratio=p.training.coxnet_l1_ratio)
     boot = max(20, a.bootstrap // 4)   # each resample refits the Cox model: a quarter of the usual count
+    ctx.log(f"  cosines: the Cox model and the age direction refitted on {boot} resamples")
     health_metrics: dict[str, Any] = {"edit_loop": loop, "cosine_bootstrap": boot}
     if not ctx.real_faces and (ctx.truth_dir / "direction.npy").exists():
         true_d = np.load(ctx.truth_dir / "direction.npy").astype(np.float64)
@@ -198,12 +203,14 @@ def run_attributes(ctx: DemoContext) -> AttributeResults:
     out.metrics["health_attribute"] = health_metrics
 
     # 4. the independent age estimator: its error on the photos, and the renders along the age direction
+    ctx.log("  independent age estimator")
     out.metrics["age_estimator"] = age_estimator_checks(ctx, frame, ages, age.direction)
 
     # 5. one grid of each attribute for the first held-out patient (facesurv edit's code path)
     patient = loop["patient_ids"][0] if loop["patient_ids"] else frame["patient_id"].iloc[0]   # held out
     grids = {}
     for attribute in ("health", "age"):
+        ctx.log(f"  facesurv edit --patient-id {patient} --attribute {attribute}")
         summary = edit_patient(ctx.ws, p, patient_id=patient, attribute=attribute,
                                ages=ages if attribute == "age" else None,
                                out=ctx.report_dir / "figures" / f"edit_{attribute}.png")

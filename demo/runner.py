@@ -553,6 +553,7 @@ def run_demo(out: Path, *, params_overrides: dict[str, dict[str, Any]], log: Cal
         if failed and name != "report":
             results.append(StageResult(name, "skipped", 0.0, "an earlier stage failed"))
             continue
+        log(f"[{name}] started")   # the user sees what runs before its progress lines
         t0 = time.perf_counter()
         try:
             status, detail = "done", fn(ctx)

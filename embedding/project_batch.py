@@ -174,12 +174,14 @@ class Projection:
         blob = json.dumps(keyed, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()
 
-    def run(self, images: Any, photo_sha256: Sequence[str]) -> Any:
+    def run(self, images: Any, photo_sha256: Sequence[str], *,
+            progress: Callable[[int, int], None] | None = None) -> Any:
         """embedding.projection.project on (N, 3, R, R) images in [-1, 1], each photo seeded by its
-        sha256: the one projection call of the batch driver and of photo scoring."""
+        sha256: the one projection call of the batch driver and of photo scoring. progress(step,
+        steps) is called as project calls it."""
         from embedding.projection import project, stable_seed
 
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = {} if progress is None else {"progress": progress}
         if self.encoder is not None:
             from embedding.encoder import encode
 
@@ -325,10 +327,11 @@ def plan(projection: Projection, photos: Sequence[PhotoInput], *, shard_dir: str
     return todo
 
 
-def project_batch(projection: Projection, batch: Sequence[PhotoInput], *,
-                  shard_dir: str | os.PathLike) -> tuple[Path | None, list[PhotoFailure]]:
+def project_batch(projection: Projection, batch: Sequence[PhotoInput], *, shard_dir: str | os.PathLike,
+                  progress: Callable[[int, int], None] | None = None) -> tuple[Path | None, list[PhotoFailure]]:
     """Project one planned batch (photos with their sha256) and write its shard; returns the shard
-    (None when no photo could be decoded) and the photos that could not be."""
+    (None when no photo could be decoded) and the photos that could not be. progress(step, steps):
+    the optimisation's progress."""
     unplanned = [p.photo_id for p in batch if not p.sha256]
     if unplanned:  # the hash seeds the photo and names it in the shard: never guessed here
         raise ValueError(f"photos without a sha256 (plan() gives every photo its hash): {', '.join(unplanned[:3])}")
@@ -342,7 +345,7 @@ def project_batch(projection: Projection, batch: Sequence[PhotoInput], *,
     if not good:
         return None, failures
     hashes = [str(p.sha256) for p in good]
-    res = projection.run(np.stack(images), hashes)
+    res = projection.run(np.stack(images), hashes, progress=progress)
     key = projection.key
     arrays = {"photo_id": np.array([p.photo_id for p in good]), "photo_sha256": np.array(hashes),
               "latent": np.asarray(res.latents), "w": np.asarray(res.w),

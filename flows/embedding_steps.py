@@ -37,6 +37,7 @@ from typing import Any, cast
 from embedding.project_batch import PhotoFailure, PhotoInput, Plan, Projection, plan, shard_paths
 from facesurv.components import components
 from flows.faults import checkpoint
+from flows.progress import Progress
 from flows.steps import Layout, read_valid_clinical
 from ground.atomic import atomic_path
 from ground.config import Params
@@ -56,8 +57,11 @@ def align_photos(ws: Workspace, params: Params) -> Any:
     if not photos.is_dir():
         return None
     aligner = _AlignerOnDemand(components(ws, params))
-    return align_directory(photos, Layout(ws).aligned, config=aligner.config, aligner=aligner,  # type: ignore[arg-type]
-                           on_written=lambda row: checkpoint("align:photo-written"))
+    total = sum(1 for e in os.scandir(photos) if not e.name.startswith("."))
+    with Progress("aligning photos", total, unit="photos") as bar:
+        return align_directory(photos, Layout(ws).aligned, config=aligner.config, aligner=aligner,  # type: ignore[arg-type]
+                               progress=lambda row: bar.advance(),
+                               on_written=lambda row: checkpoint("align:photo-written"))
 
 
 class _AlignerOnDemand:
@@ -264,7 +268,11 @@ def project_batch(ws: Workspace, params: Params, batch: list[PhotoInput]) -> tup
     """Project one planned batch into its shard, on whichever worker runs it."""
     from embedding.project_batch import project_batch as project
 
-    return project(projection(ws, params, projecting=True), batch, shard_dir=Layout(ws).latents)
+    engine = projection(ws, params, projecting=True)
+    steps = int(params.projection.steps)
+    with Progress(f"projecting a batch of {len(batch)} photos", steps, unit="steps") as bar:
+        return project(engine, batch, shard_dir=Layout(ws).latents,
+                       progress=lambda step, total: bar.update(step) if steps else None)
 
 
 def latent_shards(ws: Workspace, params: Params, *, key: str | None = None) -> list[Path]:

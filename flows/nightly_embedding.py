@@ -33,7 +33,7 @@ from prefect import flow
 
 from embedding.project_batch import PhotoFailure
 from features import inbox, store, versioning
-from flows import embedding_steps, nightly_state, steps
+from flows import drift_steps, embedding_steps, nightly_state, steps
 from flows.faults import checkpoint
 from flows.runtime import as_task
 from ground.config import Params
@@ -127,6 +127,7 @@ def nightly_embedding(workspace: str, dask_workers: int | None = None) -> dict[s
             """Wall seconds since the previous phase ended: where a night's time goes."""
             now = time.perf_counter()
             phases[name] = round(phases.get(name, 0.0) + now - mark[0], 2)
+            print(f"{name}: done in {now - mark[0]:.1f} s")   # a line per phase: no part of the night is silent
             mark[0] = now
 
         batch = scan_inbox(inbox.inbox_dir(ws.root, params.flows.inbox), state_path=state)
@@ -178,6 +179,13 @@ def nightly_embedding(workspace: str, dask_workers: int | None = None) -> dict[s
                          for p in embedding_steps.latent_shards(ws, params, key=run_key)]
         checkpoint("latents:validated")
         phase("latent contract")
+        drift = drift_steps.nightly_drift(ws, params, new_shards=shards, valid_clinical=valid_clinical,
+                                          flow_run_id=str(record.flow_run_id))
+        record.outputs["drift"] = {k: drift.get(k) for k in ("drift", "reasons", "checked", "why", "new_clinical_rows",
+                                                             "new_latents", "mlflow_run_id") if k in drift}
+        if drift["drift"]:
+            print("DRIFT (the run is marked, not failed): " + "; ".join(drift["reasons"]))
+        phase("drift check")
 
         inputs = nightly_state.feature_inputs(ws, params, record.code_version, valid_clinical, valid_latents)
         known = nightly_state.read_state(ws).get("features") or {}
@@ -197,6 +205,7 @@ def nightly_embedding(workspace: str, dask_workers: int | None = None) -> dict[s
             n_latents = write_latent_features(ws, params, valid_clinical, valid_latents)
             checkpoint("features:latents-written")
             phase("Feast writes")
+            print("materialising the Feast features into the online store")
             materialized = materialize(repo, params)
             # a later run may skip this stage only if nothing is owed to the online store
             owed = nightly_state.unmaterialised_rows(ws, params)

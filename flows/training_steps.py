@@ -115,4 +115,9 @@ def promote(ws: Workspace, params: Params) -> dict[str, Any]:
     r = params.registry
     decision = promote_(tracking_uri=components(ws, params).tracking_uri, model_name=r.model_name, metric=r.metric,
                         margin=r.promote_margin, experiment=r.experiment, artifact_root=ws.mlflow_dir / "artifacts")
-    return decision.to_dict() if hasattr(decision, "to_dict") else dict(vars(decision))
+    out = decision.to_dict() if hasattr(decision, "to_dict") else dict(vars(decision))
+    # the new champion's training set: what every later night's new patients are compared with (drift)
+    from flows.drift_steps import save_champion_reference
+
+    save_champion_reference(ws, out)
+    return out

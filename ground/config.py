@@ -511,6 +511,22 @@ class AttributesParams:
 
 
 @dataclass(frozen=True, config=_CONFIG)
+class DriftParams:
+    clinical_alpha: float
+    max_latent_shift_sd: float
+    mmd_alpha: float
+    permutations: int
+
+    def __post_init__(self) -> None:
+        _check(0 < self.clinical_alpha < 1, "drift.clinical_alpha", "must be in (0, 1)")
+        _check(self.max_latent_shift_sd > 0, "drift.max_latent_shift_sd", "must be > 0")
+        _check(0 < self.mmd_alpha < 1, "drift.mmd_alpha", "must be in (0, 1)")
+        _check(self.permutations >= 0, "drift.permutations", "must be >= 0")
+        _check(self.permutations == 0 or self.mmd_alpha >= 1 / (1 + self.permutations), "drift.mmd_alpha",
+               f"must be >= 1/(1 + drift.permutations) = {1 / (1 + self.permutations):.4f}, or the test can never fire")
+
+
+@dataclass(frozen=True, config=_CONFIG)
 class DemoParams:
     patients: int
     seed: int
@@ -543,6 +559,7 @@ class Params:
     encoder: EncoderParams
     cnn: CNNParams
     attributes: AttributesParams
+    drift: DriftParams
     # sha256 of the canonical JSON of the file's content; lineage records it
     params_hash: str = dataclasses.field(default="", compare=False)
 
