@@ -35,6 +35,7 @@ from embedding.project_batch import PhotoFailure
 from features import inbox, store, versioning
 from flows import drift_steps, embedding_steps, nightly_state, steps
 from flows.faults import checkpoint
+from flows.progress import say
 from flows.runtime import as_task
 from ground.config import Params
 from ground.workspace import Workspace
@@ -95,7 +96,7 @@ def run_projection(ws: Workspace, params: Params, *, dask_workers: int | None = 
     pending = sum(len(b) for b in todo.batches)
     # a newly promoted generator has no latents yet: every photo is projected again, and the
     # operator should see how many before the night's longest stage starts
-    print(f"projection with {name}: {pending} of {pending + len(todo.done)} photos have no latent for it yet"
+    say(f"projection with {name}: {pending} of {pending + len(todo.done)} photos have no latent for it yet"
           + ("; projecting them" if pending else ""))
     if report is not None:
         report["projection_todo"] = {"generator": name, "pending": pending, "photos": pending + len(todo.done),
@@ -127,7 +128,7 @@ def nightly_embedding(workspace: str, dask_workers: int | None = None) -> dict[s
             """Wall seconds since the previous phase ended: where a night's time goes."""
             now = time.perf_counter()
             phases[name] = round(phases.get(name, 0.0) + now - mark[0], 2)
-            print(f"{name}: done in {now - mark[0]:.1f} s")   # a line per phase: no part of the night is silent
+            say(f"{name}: done in {now - mark[0]:.1f} s")   # a line per phase: no part of the night is silent
             mark[0] = now
 
         batch = scan_inbox(inbox.inbox_dir(ws.root, params.flows.inbox), state_path=state)
@@ -184,7 +185,7 @@ def nightly_embedding(workspace: str, dask_workers: int | None = None) -> dict[s
         record.outputs["drift"] = {k: drift.get(k) for k in ("drift", "reasons", "checked", "why", "new_clinical_rows",
                                                              "new_latents", "mlflow_run_id") if k in drift}
         if drift["drift"]:
-            print("DRIFT (the run is marked, not failed): " + "; ".join(drift["reasons"]))
+            say("DRIFT (the run is marked, not failed): " + "; ".join(drift["reasons"]))
         phase("drift check")
 
         inputs = nightly_state.feature_inputs(ws, params, record.code_version, valid_clinical, valid_latents)
@@ -205,7 +206,7 @@ def nightly_embedding(workspace: str, dask_workers: int | None = None) -> dict[s
             n_latents = write_latent_features(ws, params, valid_clinical, valid_latents)
             checkpoint("features:latents-written")
             phase("Feast writes")
-            print("materialising the Feast features into the online store")
+            say("materialising the Feast features into the online store")
             materialized = materialize(repo, params)
             # a later run may skip this stage only if nothing is owed to the online store
             owed = nightly_state.unmaterialised_rows(ws, params)

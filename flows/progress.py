@@ -10,8 +10,9 @@ On a terminal it draws a rich progress bar. Anywhere else (a log file, CI, a Pre
 
     aligning photos: 120/300 photos (40%), 3.1 photos/s, about 58 s left
 
-at most every `every_s` seconds, and once more at the end, through `out` (print by default,
-which Prefect's log_prints turns into task logs).
+at most every `every_s` seconds, and once more at the end, through `out` (`say` by default:
+standard error, which a terminal, a CI log and a Prefect worker's log all show; plain print
+inside a flow would go to Prefect's run logs only, which `facesurv demo` keeps quiet).
 """
 
 from __future__ import annotations
@@ -24,6 +25,12 @@ from types import TracebackType
 from typing import Any
 
 EVERY_S = 10.0
+
+
+def say(line: str) -> None:
+    """One progress line on standard error, flushed at once."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
 
 
 def _duration(seconds: float) -> str:
@@ -45,7 +52,7 @@ def use_bar(stream: Any = None) -> bool:
 class Progress:
     """Counts toward `total`; reports through a bar or throttled lines (see the module doc).
 
-    out: where lines go (default print); clock: seconds, monotonic (tests pass a fake);
+    out: where lines go (default say); clock: seconds, monotonic (tests pass a fake);
     bar: None decides by use_bar(); False forces lines.
     """
 
@@ -53,7 +60,7 @@ class Progress:
                  out: Callable[[str], None] | None = None, clock: Callable[[], float] = time.monotonic,
                  bar: bool | None = None) -> None:
         self.what, self.total, self.unit = what, max(int(total), 0), unit
-        self.every_s, self.out, self.clock = float(every_s), out or print, clock
+        self.every_s, self.out, self.clock = float(every_s), out or say, clock
         self.done = 0
         self.started = clock()
         self._last_line = self.started

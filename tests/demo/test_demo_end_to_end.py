@@ -67,6 +67,9 @@ def check_demo_workspace(out: Path, stdout: str, stderr: str, capsys) -> None:
     each other: a report number that is not the run's number, or a score that is not the
     ledger's, fails here."""
     assert stderr.splitlines()[0] == "cohort: rendered faces (--rendered)"  # the first line a user sees
+    # the nightly flow is not silent: its phases and the projection's progress reach the terminal
+    assert re.search(r"^projecting a batch of \d+ photos: 50/50 steps \(100%\) in \d+", stderr, re.M), stderr[-2000:]
+    assert re.search(r"^alignment: done in \d+\.\d s$", stderr, re.M) and "[nightly embedding flow] started" in stderr
     summary = dict(re.findall(r"^  (\S.*?)\s+(done|failed|skipped|not available)\s+[\d.]+s$", stdout, re.M))
     assert summary == dict.fromkeys(STAGES, "done"), stdout
     printed_s = {m[0]: float(m[1]) for m in re.findall(r"^  (\S.*?)\s+done\s+([\d.]+)s$", stdout, re.M)}
