@@ -141,7 +141,7 @@ def health_loop(ctx: DemoContext, frame: Any, health: np.ndarray) -> dict[str, A
 def run_attributes(ctx: DemoContext) -> AttributeResults:
     import pandas as pd
 
-    from flows.attribute_steps import age_direction, edit_patient, health_direction, latents_of
+    from flows.attribute_steps import age_direction, champion_health, edit_patient, latents_of
     from training.edit_loop import cosine_with_ci, direction_cosine
 
     p, a = ctx.params, ctx.params.attributes
@@ -181,12 +181,12 @@ def run_attributes(ctx: DemoContext) -> AttributeResults:
     out.metrics["age_attribute"] = {"learned_from": age_source, **age_dict}
 
     # 3. the health attribute: the champion's embedding Cox direction, measured through its edit loop
-    health = health_direction(ctx.ws, p).astype(np.float64)
+    champion = champion_health(ctx.ws, p)   # loaded once for the loop, the cosines and both grids
+    health = champion.direction.astype(np.float64)
     ctx.log(f"  health edit loop: {a.loop_patients} held-out patients x {len(a.edit_betas)} edits rendered, "
             "re-projected and re-scored")
     loop = health_loop(ctx, frame, health)
-    champion_alpha = _champion_alpha(ctx)
-    fit_health = _coxnet_fit(lat, time, event, alpha=champion_alpha, l1_ratio=p.training.coxnet_l1_ratio)
+    fit_health = _coxnet_fit(lat, time, event, alpha=champion.alpha, l1_ratio=p.training.coxnet_l1_ratio)
     boot = max(20, a.bootstrap // 4)   # each resample refits the Cox model: a quarter of the usual count
     ctx.log(f"  cosines: the Cox model and the age direction refitted on {boot} resamples")
     health_metrics: dict[str, Any] = {"edit_loop": loop, "cosine_bootstrap": boot}
@@ -212,7 +212,7 @@ def run_attributes(ctx: DemoContext) -> AttributeResults:
     for attribute in ("health", "age"):
         ctx.log(f"  facesurv edit --patient-id {patient} --attribute {attribute}")
         summary = edit_patient(ctx.ws, p, patient_id=patient, attribute=attribute,
-                               ages=ages if attribute == "age" else None,
+                               ages=ages if attribute == "age" else None, health=champion,
                                out=ctx.report_dir / "figures" / f"edit_{attribute}.png")
         grids[attribute] = {k: summary[k] for k in ("patient_id", "betas", "rescored_log_risk", "run_id")}
         out.figures[f"`facesurv edit --patient-id {patient} --attribute {attribute}`: rows are β in spreads of the "
@@ -223,17 +223,6 @@ def run_attributes(ctx: DemoContext) -> AttributeResults:
     out.metrics["attributes_run_id"] = _log_run(ctx, out)
     out.metrics = json.loads(json.dumps(out.metrics, default=_jsonable))   # numpy scalars -> JSON for metrics.json
     return out
-
-
-def _champion_alpha(ctx: DemoContext) -> float:
-    from training.pyfunc import load_served
-    from training.tracking import tracking_uri_for
-
-    _, model = load_served(tracking_uri_for(ctx.params, ctx.ws.mlflow_dir), ctx.params.registry.model_name, "champion")
-    for m in [*getattr(model, "members", {}).values(), model]:
-        if getattr(m, "alpha_", None) is not None:
-            return float(m.alpha_)
-    raise FacesurvError("the champion has no embedding Cox model to take the health attribute from")
 
 
 def age_estimator_checks(ctx: DemoContext, frame: Any, ages: np.ndarray, direction: np.ndarray) -> dict[str, Any]:

@@ -51,8 +51,17 @@ def latents_of(frame: Any) -> np.ndarray:
     return np.stack([np.asarray(v, dtype=np.float32) for v in frame["latent"]])
 
 
-def health_direction(ws: Workspace, params: Params) -> np.ndarray:
-    """The champion's embedding Cox coefficient vector on the raw latents (risk rises along it)."""
+@dataclass(frozen=True)
+class HealthAttribute:
+    """The champion's embedding Cox model as the health attribute: its coefficient vector on the
+    raw latents (D,) float32 (risk rises along it) and the penalty its cross-validation chose."""
+
+    direction: np.ndarray
+    alpha: float
+
+
+def champion_health(ws: Workspace, params: Params) -> HealthAttribute:
+    """Load the champion once and take its embedding Cox model's direction and penalty."""
     from training.pyfunc import health_direction_of, load_served
     from training.tracking import tracking_uri_for
 
@@ -64,7 +73,9 @@ def health_direction(ws: Workspace, params: Params) -> np.ndarray:
     d = health_direction_of(model)
     if d is None or not np.linalg.norm(d) > 0:
         raise NotAvailableError("the champion's embedding Cox model kept no latent coordinate: no health direction")
-    return np.asarray(d, dtype=np.float32)
+    alpha = next(float(m.alpha_) for m in [*getattr(model, "members", {}).values(), model]
+                 if getattr(m, "alpha_", None) is not None)
+    return HealthAttribute(np.asarray(d, dtype=np.float32), alpha)
 
 
 def age_direction(latents: np.ndarray, ages: np.ndarray, params: Params) -> Any:
@@ -142,11 +153,12 @@ def grid_picture(edit: Edit, *, title: str) -> Any:
 
 def edit_patient(ws: Workspace, params: Params, *, patient_id: str, attribute: str,
                  betas: Sequence[float] | None = None, out: Path | None = None, ages: Any = None,
-                 log_to_mlflow: bool = True) -> dict[str, Any]:
+                 health: HealthAttribute | None = None, log_to_mlflow: bool = True) -> dict[str, Any]:
     """Write the patient's edit grid along `attribute` (health | age) and log it to MLflow.
 
     ages: the values the age direction is learned from, one per training-set patient (default:
     the training set's `age` column); the demo passes the photos' own age labels.
+    health: the champion's, when the caller has loaded it already (else loaded here).
     Returns {path, attribute, patient_id, betas, rescored, spread, direction stats, run_id}.
     Raises DataError for an unknown attribute or patient, bad betas; NotAvailableError when there
     is no champion (health).
@@ -162,16 +174,16 @@ def edit_patient(ws: Workspace, params: Params, *, patient_id: str, attribute: s
         raise DataError(f"patient {patient_id!r} has no latent in the training set; pick one of "
                         f"{', '.join(frame['patient_id'].head(3))}, ...")
     cohort = latents_of(frame)
-    health = health_direction(ws, params)
+    health_dir = (health or champion_health(ws, params)).direction
     stats: dict[str, Any] = {}
     if attribute == "health":
-        direction = health
+        direction = health_dir
     else:
         values = np.asarray(frame["age"] if ages is None else ages, dtype=np.float64)
         fitted = age_direction(cohort, values, params)
         direction, stats = fitted.direction, fitted.to_dict()
         stats.pop("direction", None)
-    edit = edit_one(ws, params, cohort[match[0]], direction, cohort=cohort, score=health, betas=b)
+    edit = edit_one(ws, params, cohort[match[0]], direction, cohort=cohort, score=health_dir, betas=b)
     target = Path(out) if out is not None else ws.artifacts_dir / "edits" / f"{patient_id}-{attribute}.png"
     title = f"{attribute} attribute, patient {patient_id}: rows are beta (spreads of the cohort along it)"
     picture = grid_picture(edit, title=title)
