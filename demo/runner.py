@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from flows.progress import heartbeat
 from demo.report import TRAINING_NAMES, ReportInputs, stat_text, write_report
 from ground.config import Params, with_overrides
 from ground.errors import DataError, FacesurvError, NotAvailableError
@@ -556,7 +557,9 @@ def run_demo(out: Path, *, params_overrides: dict[str, dict[str, Any]], log: Cal
         log(f"[{name}] started")   # the user sees what runs before its progress lines
         t0 = time.perf_counter()
         try:
-            status, detail = "done", fn(ctx)
+            # a stage whose libraries say nothing for a while still shows it is alive
+            with heartbeat(f"[{name}]", final=False):
+                status, detail = "done", fn(ctx)
         except NotAvailableError as exc:
             status, detail = "not available", str(exc)
         except NotApplicable as exc:

@@ -35,7 +35,7 @@ from embedding.project_batch import PhotoFailure
 from features import inbox, store, versioning
 from flows import drift_steps, embedding_steps, nightly_state, steps
 from flows.faults import checkpoint
-from flows.progress import say
+from flows.progress import heartbeat, say
 from flows.runtime import as_task
 from ground.config import Params
 from ground.workspace import Workspace
@@ -207,7 +207,8 @@ def nightly_embedding(workspace: str, dask_workers: int | None = None) -> dict[s
             checkpoint("features:latents-written")
             phase("Feast writes")
             say("materialising the Feast features into the online store")
-            materialized = materialize(repo, params)
+            with heartbeat("materialising"):
+                materialized = materialize(repo, params)
             # a later run may skip this stage only if nothing is owed to the online store
             owed = nightly_state.unmaterialised_rows(ws, params)
             nightly_state.update_state(ws, features={"inputs": inputs, "store": nightly_state.store_stamp(ws, params)}

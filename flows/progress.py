@@ -17,20 +17,28 @@ inside a flow would go to Prefect's run logs only, which `facesurv demo` keeps q
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any
 
 EVERY_S = 10.0
+_last_spoken = [time.monotonic()]   # when anything last reached the user (see heartbeat)
+
+
+def _spoke() -> None:
+    _last_spoken[0] = time.monotonic()
 
 
 def say(line: str) -> None:
     """One progress line on standard error, flushed at once."""
     sys.stderr.write(line + "\n")
     sys.stderr.flush()
+    _spoke()
 
 
 def _duration(seconds: float) -> str:
@@ -93,6 +101,7 @@ class Progress:
         self.done = min(max(int(done), self.done), self.total) if self.total else max(int(done), self.done)
         if self._bar is not None:
             self._bar.update(self._task, completed=self.done)
+            _spoke()
             return
         now = self.clock()
         if now - self._last_line >= self.every_s:
@@ -117,3 +126,37 @@ class Progress:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
+
+
+@contextlib.contextmanager
+def heartbeat(what: str, *, every_s: float = EVERY_S, out: Callable[[str], None] | None = None,
+              clock: Callable[[], float] = time.monotonic, final: bool = True) -> Iterator[None]:
+    """Lines for one long call that cannot count its own work (Feast's materialize, a model fit).
+
+    A daemon thread writes "<what>: still running, 40 s so far" while the body runs whenever
+    nothing else has been said for `every_s` seconds (so a stage that reports its own progress
+    is not drowned), and "<what>: done in 52 s" (or "failed after") when it ends: a user
+    watching a log knows the stage is alive even when the library says nothing. final=False
+    leaves the last line to a caller that reports the end itself.
+    """
+    out = out or say
+    started = clock()
+    stop = threading.Event()
+
+    def tick() -> None:
+        while not stop.wait(every_s):
+            if time.monotonic() - _last_spoken[0] >= every_s:
+                out(f"{what}: still running, {_duration(clock() - started)} so far")
+                _spoke()
+
+    thread = threading.Thread(target=tick, name=f"heartbeat:{what}", daemon=True)
+    thread.start()
+    ok = False
+    try:
+        yield
+        ok = True
+    finally:
+        stop.set()
+        thread.join()
+        if final:
+            out(f"{what}: {'done in' if ok else 'failed after'} {_duration(clock() - started)}")

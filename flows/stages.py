@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from flows import embedding_steps, steps, training_steps
+from flows.progress import heartbeat
 from ground.atomic import atomic_path
 from ground.config import Params, load_params
 from ground.errors import DataError, FacesurvError
@@ -74,7 +75,8 @@ def stage_features(ws: Workspace, params: Params) -> None:
     apply_repo(ws.feature_repo_dir, params)
     write_clinical(ws.feature_repo_dir, steps.read_valid_clinical(valid_clinical), params)
     embedding_steps.write_latent_features(ws, params, valid_clinical, valid_latents)
-    materialize(ws.feature_repo_dir, params)
+    with heartbeat("materialising the Feast features into the online store"):
+        materialize(ws.feature_repo_dir, params)
 
 
 def stage_train(ws: Workspace, params: Params) -> None:

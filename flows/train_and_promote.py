@@ -13,6 +13,7 @@ from prefect import flow
 
 from flows import training_steps
 from flows.faults import checkpoint
+from flows.progress import heartbeat
 from flows.runtime import as_task
 from ground.workspace import Workspace
 
@@ -39,9 +40,11 @@ def train_and_promote(workspace: str) -> dict[str, Any]:
         lineage = {"data_rev": record.data_rev, "data_md5": record.data_md5, "code_version": record.code_version,
                    "params_hash": record.params_hash, "flow_run_id": record.flow_run_id,
                    "features_from_flow_run": latest.get("flow_run_id")}
-        frame = training_set(ws, params)
+        with heartbeat("building the point-in-time training set"):
+            frame = training_set(ws, params)
         checkpoint("train:training-set")
-        trained = train(ws, params, frame, lineage)
+        with heartbeat("training and evaluating the models"):
+            trained = train(ws, params, frame, lineage)
         checkpoint("train:trained")
         metrics = write_metrics(ws, trained)
         decision = promote(ws, params)

@@ -80,6 +80,7 @@ def train(ws: Workspace, params: Params, frame_path: Path, lineage: dict[str, An
     versions it logs come from `lineage`."""
     import pandas as pd
 
+    from flows.progress import say
     from training.pipeline import train as train_
 
     versions = {f"md5.{k}": v for k, v in (lineage.get("data_md5") or {}).items()}
@@ -89,7 +90,7 @@ def train(ws: Workspace, params: Params, frame_path: Path, lineage: dict[str, An
                   data_versions=versions, feature_service=params.features.feature_service,
                   split_path=ws.artifacts_dir / "splits" / "test_split.json",
                   artifact_root=ws.mlflow_dir / "artifacts", out_dir=training_dir(ws) / "figures",
-                  register=True, data_source=str(frame_path))
+                  register=True, data_source=str(frame_path), progress=say)
 
 
 def write_metrics(ws: Workspace, result: Any) -> dict[str, Any]:

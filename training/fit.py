@@ -11,7 +11,7 @@ result (runs, logged models, registration) is training.record's, on whatever Fit
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,7 +70,8 @@ def evaluate_model(model: SurvivalModel, train_df: pd.DataFrame, test_df: pd.Dat
 
 
 def fit_and_evaluate(df: pd.DataFrame, *, params: Any, split: FrozenSplit | Path | None = None,
-                     data_versions: Mapping[str, str] | None = None, base: str | None = None) -> Fitted:
+                     data_versions: Mapping[str, str] | None = None, base: str | None = None,
+                     progress: Callable[[str], None] | None = None) -> Fitted:
     """Validate, split, fit every configured model and the fusion, evaluate; see the module docstring.
 
     Args:
@@ -82,6 +83,7 @@ def fit_and_evaluate(df: pd.DataFrame, *, params: Any, split: FrozenSplit | Path
         data_versions: recorded in a newly drawn split.
         base: the cohort base naming the clinical covariates (default: params.cohort.base when
             the frame has its columns, else inferred from dtypes).
+        progress: called with one line as each model's fit and evaluation starts (counts of all).
 
     Raises:
         DataError (one line): bad input (training.frame.validate_training_frame), a split that
@@ -100,9 +102,15 @@ def fit_and_evaluate(df: pd.DataFrame, *, params: Any, split: FrozenSplit | Path
                                            what="training part of the split")
     factories = {m: factory(m, t, numeric=numeric, categorical=categorical) for m in {*model_names, *members}}
     models: dict[str, SurvivalModel] = {}
-    for name in [*model_names, *[m for m in members if m not in model_names]]:
+    order = [*model_names, *[m for m in members if m not in model_names]]
+    reported = [*model_names, *([SERVED] if members else [])]
+    steps = len(order) + (1 if members else 0) + len(reported)
+    say = progress or (lambda line: None)
+    for i, name in enumerate(order, 1):
+        say(f"training: fitting {name} on {len(train_df)} patients ({i}/{steps})")
         models[name] = factories[name]().fit(train_df, min_events_per_feature=t.min_events_per_feature)
     if members:
+        say(f"training: fitting the fusion of {', '.join(members)} ({len(order) + 1}/{steps})")
         from training.fusion import FusionModel, out_of_fold_risks
 
         oof = out_of_fold_risks(train_df, {m: factories[m] for m in members}, folds=t.fusion_folds,
@@ -110,8 +118,10 @@ def fit_and_evaluate(df: pd.DataFrame, *, params: Any, split: FrozenSplit | Path
         fusion = FusionModel({m: models[m] for m in members}, alpha=t.coxph_alpha, seed=t.seed)
         models[SERVED] = fusion.fit_stage2(oof, train_df["time_days"].to_numpy(float), train_event,
                                            min_events_per_feature=t.min_events_per_feature)
-    reported = [*model_names, *([SERVED] if members else [])]
-    evaluations = {name: evaluate_model(models[name], train_df, test_df, params=params) for name in reported}
+    evaluations = {}
+    for i, name in enumerate(reported, steps - len(reported) + 1):
+        say(f"training: evaluating {name} on {len(test_df)} test patients with a bootstrap ({i}/{steps})")
+        evaluations[name] = evaluate_model(models[name], train_df, test_df, params=params)
     table = pd.DataFrame([table_row(name, models[name], evaluations[name], len(train_df)) for name in reported])
     coxnet = models.get("coxnet_latent") if "coxnet_latent" in model_names else None
     return Fitted(split=frozen, train_df=train_df, test_df=test_df, models=models, evaluations=evaluations,

@@ -11,7 +11,7 @@ training.fit.fit_and_evaluate alone.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +26,14 @@ __all__ = ["TrainResult", "train"]
 def train(df: pd.DataFrame, *, params: Any, tracking_uri: str, data_versions: Mapping[str, str] | None = None,
           feature_service: str | None = None, split_path: Path | None = None, artifact_root: Path | None = None,
           out_dir: Path | None = None, register: bool = True, base: str | None = None,
-          data_source: str | None = None) -> TrainResult:
+          data_source: str | None = None, progress: Callable[[str], None] | None = None) -> TrainResult:
     """Train, evaluate, track and (optionally) register every model.
 
     The served model (registered as params.registry.model_name) is the fusion; the others are
     registered as <model_name>-<model>. Every new version gets the alias `challenger`.
     """
-    fitted = fit_and_evaluate(df, params=params, split=split_path, data_versions=data_versions, base=base)
+    fitted = fit_and_evaluate(df, params=params, split=split_path, data_versions=data_versions, base=base,
+                              progress=progress)
     return record_training(fitted, params=params, tracking_uri=tracking_uri, data_versions=data_versions,
                            feature_service=feature_service, split_path=split_path, artifact_root=artifact_root,
                            out_dir=out_dir, register=register, data_source=data_source)

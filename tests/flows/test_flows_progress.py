@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import io
+import threading
 
 import pytest
 
-from flows.progress import Progress, use_bar
+from flows.progress import Progress, heartbeat, use_bar
 
 
 class Clock:
@@ -66,3 +67,39 @@ def test_a_bar_only_on_a_terminal_unless_lines_are_asked_for(monkeypatch, env, t
     stream = io.StringIO()
     stream.isatty = lambda: tty      # type: ignore[method-assign]
     assert use_bar(stream) is want
+
+
+def test_a_heartbeat_speaks_while_a_silent_call_runs_and_says_how_it_ended():
+    lines: list[str] = []
+    seen_two = threading.Event()
+
+    def out(line: str) -> None:
+        lines.append(line)
+        if len(lines) >= 2:
+            seen_two.set()
+
+    with heartbeat("materialising", every_s=0.001, out=out):
+        assert seen_two.wait(10), "no heartbeat line while the body ran"
+    assert all(line.startswith("materialising: still running, ") for line in lines[:-1])
+    assert lines[-1].startswith("materialising: done in ")
+
+
+def test_a_heartbeat_says_failed_when_the_call_raises_and_lets_the_error_through():
+    lines: list[str] = []
+    with pytest.raises(KeyError, match="boom"), heartbeat("fitting", every_s=60, out=lines.append):
+        raise KeyError("boom")
+    assert lines == ["fitting: failed after 0 s"]
+
+
+def test_a_heartbeat_keeps_quiet_while_the_stage_reports_its_own_progress(monkeypatch):
+    import time
+
+    import flows.progress as progress
+
+    # as if a progress line had just been said, and went on being said: the heartbeat must not add to it
+    monkeypatch.setattr(progress, "_last_spoken", [time.monotonic() + 3600])
+    lines: list[str] = []
+    ticks = threading.Event()
+    with heartbeat("projecting", every_s=0.001, out=lines.append):
+        ticks.wait(0.05)
+    assert len(lines) == 1 and lines[0].startswith("projecting: done in ")
