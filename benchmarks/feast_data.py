@@ -15,13 +15,16 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 
-def params(profile: str = "local"):
+def params(profile: str = "local", *, pg_database: str | None = None):
+    """Repository params for a benchmark store; scale: a throwaway project (in `pg_database` if given)."""
     from ground.config import load_params, with_overrides
 
     p = with_overrides(load_params(REPO / "params.yaml"), cohort={"base": "gbsg2"})
     if profile == "scale":
+        scale = p.features.scale if pg_database is None else dataclasses.replace(
+            p.features.scale, postgres_db=pg_database)
         p = dataclasses.replace(p, features=dataclasses.replace(
-            p.features, project=f"facesurv_bench_{uuid.uuid4().hex[:8]}"))
+            p.features, project=f"facesurv_bench_{uuid.uuid4().hex[:8]}", scale=scale))
     return dataclasses.replace(p, profile=profile)
 
 
@@ -58,9 +61,16 @@ def latents(clin: pd.DataFrame, *, seed: int = 0) -> pd.DataFrame:
     })
 
 
-def fill(repo: Path, p, clin: pd.DataFrame) -> None:
+def fill(repo: Path, p, clin: pd.DataFrame, *, chunk: int = 20_000) -> None:
+    """Write the cohort's clinical rows and latents, `chunk` patients per write.
+
+    Chunks bound the memory of a large cohort (135k latents as PostgreSQL array literals would be
+    about 1 GB of text at once) and leave several parquet parts, as nightly writes do.
+    """
     import features.store as fs
 
-    rows, _ = fs.join_latents(latents(clin), clin, aligner_version="bench")
-    fs.write_clinical(repo, clin, p)
-    fs.write_latents(repo, rows, p)
+    for i, start in enumerate(range(0, len(clin), chunk)):
+        part = clin.iloc[start:start + chunk]
+        rows, _ = fs.join_latents(latents(part, seed=i), part, aligner_version="bench")
+        fs.write_clinical(repo, part, p)
+        fs.write_latents(repo, rows, p)

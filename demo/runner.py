@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flows.progress import heartbeat
 from demo.report import TRAINING_NAMES, ReportInputs, stat_text, write_report
+from flows.progress import heartbeat
 from ground.config import Params, with_overrides
 from ground.errors import DataError, FacesurvError, NotAvailableError
 from ground.workspace import Workspace
@@ -211,6 +211,8 @@ def stage_train(ctx: DemoContext) -> str:
     _configure_prefect(ctx)
     summary = train_and_promote(str(ctx.ws.root))
     decision = summary.get("promotion", {})
+    for gate in decision.get("gates") or []:   # each gate's verdict, as the model version records it
+        ctx.log(f"  promotion gate {gate['name']}: {'PASS' if gate['passed'] else 'FAIL'} - {gate['detail']}")
     fusion = summary.get("metrics", {}).get("fusion", {})
     return (f"fusion C-index {fusion.get('c_index', float('nan')):.3f}; promotion: "
             f"{'promoted' if decision.get('promoted') else 'kept champion'} ({decision.get('reason', '')})")

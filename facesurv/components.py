@@ -260,23 +260,17 @@ class Server:
     notes: list[str]
 
 
-def build_server(ws: Workspace, params: Params, *, env: dict[str, str] | None = None,
-                 read_features: Any = "feast", photo_scoring: bool | None = None) -> Server:
-    """Load the champion, open the online store and the ledger, and build the app (seconds, once).
+def build_scorer(ws: Workspace, params: Params, *, read_features: Any = "feast",
+                 photo_scoring: bool | None = None) -> tuple[Any, list[str]]:
+    """(serving.scoring.Scorer, notes): the champion, the online store and (optionally) the photo
+    pipeline, loaded once. `facesurv serve` and `facesurv score` both score through this.
 
     read_features: "feast" (the workspace's feature repo) or a FeatureReader to use instead.
     """
-    from serving.anchor import anchor_settings
-    from serving.app import create_app
-    from serving.ledger import open_ledger
-    from serving.privacy import PSEUDONYM_KEY_ENV, load_pseudonym_key
     from serving.scoring import LineageContext, Scorer, dvc_photo_version, load_champion
-    from serving.wiring import ledger_target, load_tokens, upload_dir
 
     parts = components(ws, params)
-    env = dict(os.environ if env is None else env)
     notes: list[str] = []
-    tokens, generated = load_tokens(ws, params, env)
     model = load_champion(params.registry.model_name, tracking_uri=parts.tracking_uri)
     reader = read_features
     if read_features == "feast":
@@ -298,9 +292,50 @@ def build_server(ws: Workspace, params: Params, *, env: dict[str, str] | None = 
                          photo_data=dvc_photo_version(ws.data_dir))
     scorer = Scorer(model=model, read_features=reader, context=ctx, embed_photo=embed,
                     projection_settings=embed.settings() if embed else None)
-    # signs every record with the ledger key and anchors to a file outside the database
-    ledger = open_ledger(ledger_target(ws, params), schema=params.serving.ledger_schema,
-                         anchoring=anchor_settings(ws, params))
+    return scorer, notes
+
+
+def open_scoring_ledger(ws: Workspace, params: Params) -> Any:
+    """The workspace's ledger as the server writes it: signing every record with the ledger key
+    and anchoring to a file outside the database."""
+    from serving.anchor import anchor_settings
+    from serving.ledger import open_ledger
+    from serving.wiring import ledger_target
+
+    return open_ledger(ledger_target(ws, params), schema=params.serving.ledger_schema,
+                       anchoring=anchor_settings(ws, params))
+
+
+def rescore_every_patient(ws: Workspace, params: Params, *, requested_by: str,
+                          progress: Any = None) -> dict[str, Any]:
+    """serving.bulk.rescore_all over every patient of the workspace's feature store, with the scorer
+    and ledger `facesurv serve` uses; the summary as a dict. progress(done, total) per chunk."""
+    from serving.bulk import rescore_all, store_patients
+
+    ids = store_patients(ws.feature_repo_dir, params)
+    scorer, _notes = build_scorer(ws, params, photo_scoring=False)
+    ledger = open_scoring_ledger(ws, params)
+    try:
+        return rescore_all(scorer, ledger, ids, requested_by=requested_by, progress=progress).to_dict()
+    finally:
+        ledger.close()
+
+
+def build_server(ws: Workspace, params: Params, *, env: dict[str, str] | None = None,
+                 read_features: Any = "feast", photo_scoring: bool | None = None) -> Server:
+    """Load the champion, open the online store and the ledger, and build the app (seconds, once).
+
+    read_features: "feast" (the workspace's feature repo) or a FeatureReader to use instead.
+    """
+    from serving.app import create_app
+    from serving.privacy import PSEUDONYM_KEY_ENV, load_pseudonym_key
+    from serving.wiring import load_tokens, upload_dir
+
+    env = dict(os.environ if env is None else env)
+    tokens, generated = load_tokens(ws, params, env)
+    scorer, notes = build_scorer(ws, params, read_features=read_features, photo_scoring=photo_scoring)
+    model = scorer.model
+    ledger = open_scoring_ledger(ws, params)
     try:
         key = load_pseudonym_key(ws.root / "serving" / "pseudonym.key", env=env.get(PSEUDONYM_KEY_ENV))
         app = create_app(scorer=scorer, ledger=ledger, tokens=tokens, settings=params.serving, pseudonym_key=key,

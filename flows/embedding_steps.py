@@ -280,8 +280,14 @@ def latent_shards(ws: Workspace, params: Params, *, key: str | None = None) -> l
     return shard_paths(Layout(ws).latents, key or projection(ws, params).key)
 
 
-def write_latent_features(ws: Workspace, params: Params, valid_clinical: list[Path], valid_latents: list[Path]) -> int:
-    """face_latent rows for every valid latent with a clinical record (the rest wait for one)."""
+def write_latent_features(ws: Workspace, params: Params, valid_clinical: list[Path], valid_latents: list[Path], *,
+                          openlineage: dict[str, Any] | None = None) -> int:
+    """face_latent rows for every valid latent with a clinical record (the rest wait for one).
+
+    openlineage: the writing flow run's {"run_id", "namespace"} (RunRecord.openlineage), stored with
+    each new row (openlineage_run_id, openlineage_namespace); a row stored already keeps the run
+    that first wrote it, since writing the same row again adds nothing.
+    """
     import pandas as pd
 
     from features.contracts import newest_first
@@ -293,4 +299,25 @@ def write_latent_features(ws: Workspace, params: Params, valid_clinical: list[Pa
     # a correction (a later record_known_at) must be the clinical row a latent is joined through
     rows, _unmatched = join_latents(latents, newest_first(read_valid_clinical(valid_clinical)),
                                     manifest=read_manifest(ws), aligner_version=PREALIGNED_VERSION)
+    if openlineage:
+        rows = rows.assign(openlineage_run_id=openlineage.get("run_id"),
+                           openlineage_namespace=openlineage.get("namespace"))
     return int(write_latents(ws.feature_repo_dir, rows, params)) if len(rows) else 0
+
+
+def latent_generator(valid_latents: list[Path]) -> dict[str, Any] | None:
+    """The generator the latents were projected with ({version, sha256, is_random_init}), read from
+    the newest valid latent file; None when there is none. One run key means one generator."""
+    import pyarrow.parquet as pq
+
+    if not valid_latents:
+        return None
+    path = valid_latents[-1]
+    names = set(pq.read_schema(path).names)
+    wanted = [c for c in ("generator_version", "generator_sha256", "generator_is_random_init") if c in names]
+    table = pq.read_table(path, columns=wanted)
+    if table.num_rows == 0:
+        return None
+    first = {c: table.column(c)[0].as_py() for c in wanted}
+    return {"version": first.get("generator_version"), "sha256": first.get("generator_sha256"),
+            "is_random_init": first.get("generator_is_random_init")}

@@ -13,7 +13,12 @@ reused pid is not mistaken for it) is gone. Runs started on another host are lef
 Fields: flow, flow_run_id, started_at, finished_at, status (running|completed|failed|crashed),
 error, data_rev (git commit of <workspace>/data, or null), data_md5 ({out: dvc md5}),
 code_version (git sha of the code checkout, "+dirty" when it has local changes, or
-"unknown"), params_hash, outputs (what the run produced).
+"unknown"), params_hash, outputs (what the run produced), input_datasets/output_datasets (what it
+read and wrote, as flows.openlineage_events describes datasets), openlineage (its OpenLineage run
+id, namespace and job, and how many of its events were delivered).
+
+Every run recorded here also emits OpenLineage events (START, then COMPLETE or FAIL) through
+flows.openlineage_events, and makes its emitter the one its tasks emit through.
 """
 
 from __future__ import annotations
@@ -66,6 +71,9 @@ class RunRecord:
     data_md5: dict[str, str] = field(default_factory=dict)
     outputs: dict[str, Any] = field(default_factory=dict)
     process: dict[str, Any] = field(default_factory=this_process)
+    input_datasets: list[dict[str, Any]] = field(default_factory=list)
+    output_datasets: list[dict[str, Any]] = field(default_factory=list)
+    openlineage: dict[str, Any] = field(default_factory=dict)
 
 
 def process_alive(proc: dict[str, Any]) -> bool:
@@ -130,21 +138,37 @@ def read_latest(artifacts_dir: Path, flow: str) -> dict[str, Any] | None:
 
 
 @contextlib.contextmanager
-def run_context(ws: Any, params: Any, flow: str) -> Iterator[RunRecord]:
-    """Record a flow run: 'running' at start, then 'completed' or 'failed' (with the error)."""
+def run_context(ws: Any, params: Any, flow: str, *, description: str | None = None) -> Iterator[RunRecord]:
+    """Record a flow run: 'running' at start, then 'completed' or 'failed' (with the error), and
+    emit its OpenLineage events (params.openlineage; `description`: the job's documentation)."""
+    from flows import openlineage_events
+
     record = RunRecord(flow=flow, flow_run_id=current_flow_run_id(), params_hash=params.params_hash,
                        code_version=code_version())
+    emitter = openlineage_events.open_flow(getattr(params, "openlineage", None), root=getattr(ws, "root", None),
+                                           flow=flow, flow_run_id=record.flow_run_id)
     mark_crashed_runs(ws.artifacts_dir, found_by=record.flow_run_id)
+    where = str(Path("lineage") / "flow_runs" / f"{record.flow_run_id}.json")  # under the artifacts folder
+
+    def emit(state: str) -> None:
+        if emitter is not None:
+            emitter.flow_event(state, asdict(record), description=description, record_path=where)
+            record.openlineage = emitter.summary()
+
+    emit("START")
     write_record(ws.artifacts_dir, record)
-    try:
-        yield record
-    except BaseException as exc:
-        record.status, record.finished_at = "failed", now()
-        record.error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    with openlineage_events.active(emitter):
+        try:
+            yield record
+        except BaseException as exc:
+            record.status, record.finished_at = "failed", now()
+            record.error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            emit("FAIL")
+            write_record(ws.artifacts_dir, record)
+            raise
+        record.status, record.finished_at = "completed", now()
+        emit("COMPLETE")
         write_record(ws.artifacts_dir, record)
-        raise
-    record.status, record.finished_at = "completed", now()
-    write_record(ws.artifacts_dir, record)
 
 
 def current_flow_run_id() -> str:

@@ -33,8 +33,15 @@ from prefect import flow
 
 from embedding.project_batch import PhotoFailure
 from features import inbox, store, versioning
+from features.feature_repo.schema import (
+    CLINICAL_VIEW,
+    LATENT_FEATURES,
+    LATENT_VIEW,
+    clinical_features,
+)
 from flows import drift_steps, embedding_steps, nightly_state, steps
 from flows.faults import checkpoint
+from flows.openlineage_events import task_hooks
 from flows.progress import heartbeat, say
 from flows.runtime import as_task
 from ground.config import Params
@@ -43,18 +50,23 @@ from ground.workspace import Workspace
 FLOW_NAME = "nightly-embedding"
 
 
-scan_inbox = as_task(inbox.scan_inbox, "scan-inbox", io=True)
-prepare_data_repo = as_task(versioning.init_data_repo, "prepare-data-repo", io=True)
-ingest = as_task(inbox.ingest, "ingest", io=True)
-version_inputs = as_task(versioning.version_inputs, "version-inputs", io=True)
-validate = as_task(steps.validate_file, "validate", task_run_name="validate-{kind}")
-align_photos = as_task(embedding_steps.align_photos, "align-photos")
-project_batch = as_task(embedding_steps.project_batch, "project-batch")
-apply_feature_repo = as_task(store.apply_repo, "apply-feature-repo", io=True)
-write_clinical = as_task(store.write_clinical, "write-clinical-features", io=True)
-write_latent_features = as_task(embedding_steps.write_latent_features, "write-latent-features", io=True)
-materialize = as_task(store.materialize, "materialize", io=True)
-mark_inbox_done = as_task(inbox.mark_done, "mark-inbox-done", io=True)
+def _task(fn: Any, name: str, **options: Any) -> Any:
+    """A task of this flow: emits its OpenLineage events under the flow run's (flows.openlineage_events)."""
+    return as_task(fn, name, **options, **task_hooks())
+
+
+scan_inbox = _task(inbox.scan_inbox, "scan-inbox", io=True)
+prepare_data_repo = _task(versioning.init_data_repo, "prepare-data-repo", io=True)
+ingest = _task(inbox.ingest, "ingest", io=True)
+version_inputs = _task(versioning.version_inputs, "version-inputs", io=True)
+validate = _task(steps.validate_file, "validate", task_run_name="validate-{kind}")
+align_photos = _task(embedding_steps.align_photos, "align-photos")
+project_batch = _task(embedding_steps.project_batch, "project-batch")
+apply_feature_repo = _task(store.apply_repo, "apply-feature-repo", io=True)
+write_clinical = _task(store.write_clinical, "write-clinical-features", io=True)
+write_latent_features = _task(embedding_steps.write_latent_features, "write-latent-features", io=True)
+materialize = _task(store.materialize, "materialize", io=True)
+mark_inbox_done = _task(inbox.mark_done, "mark-inbox-done", io=True)
 
 
 def task_runner_for(params: Params, *, dask_workers: int | None = None) -> Any:
@@ -108,6 +120,20 @@ def run_projection(ws: Workspace, params: Params, *, dask_workers: int | None = 
     return paths, todo.failures + failures
 
 
+def lineage_datasets(ws: Workspace, params: Params, record: Any, valid_latents: list[Path],
+                     rows: dict[str, int]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """What the run read (the DVC-tracked photos and clinical data at its revision) and wrote (the
+    Feast feature views, the latents' generator named), as flows.openlineage_events describes datasets."""
+    from flows import openlineage_events as ol
+
+    inputs = ol.dvc_datasets(ws.data_dir, rev=record.data_rev, md5=record.data_md5)
+    views = {LATENT_VIEW: LATENT_FEATURES, CLINICAL_VIEW: clinical_features(params.cohort.base)}
+    outputs = ol.feature_view_datasets(project=params.features.project, service=params.features.feature_service,
+                                       views=views, generator=embedding_steps.latent_generator(valid_latents),
+                                       latent_view=LATENT_VIEW, rows=rows)
+    return inputs, outputs
+
+
 @flow(name=FLOW_NAME, log_prints=True)
 def nightly_embedding(workspace: str, dask_workers: int | None = None) -> dict[str, Any]:
     """Version what arrived in the inbox, embed photos that have no latent yet, write and
@@ -118,7 +144,7 @@ def nightly_embedding(workspace: str, dask_workers: int | None = None) -> dict[s
     ws = Workspace.resolve(workspace)
     params = ws.load_params()
     state, repo = steps.Layout(ws).inbox_state, ws.feature_repo_dir
-    with run_context(ws, params, FLOW_NAME) as record, \
+    with run_context(ws, params, FLOW_NAME, description=__doc__.splitlines()[0]) as record, \
             data_repo_lock(ws.data_dir, timeout_s=params.flows.lock_timeout_s, what=f"{FLOW_NAME} run {record.flow_run_id}"):
         checkpoint("lock:acquired")
         phases: dict[str, float] = {}
@@ -196,14 +222,14 @@ def nightly_embedding(workspace: str, dask_workers: int | None = None) -> dict[s
             checkpoint("features:clinical-written")
             checkpoint("features:latents-written")
             phase("Feast writes")
-            from features.feature_repo.schema import CLINICAL_VIEW, LATENT_VIEW
-
             materialized = {LATENT_VIEW: 0, CLINICAL_VIEW: 0}
         else:
             apply_feature_repo(repo, params)
             n_clinical = write_clinical(repo, steps.read_valid_clinical(valid_clinical), params) if valid_clinical else 0
             checkpoint("features:clinical-written")
-            n_latents = write_latent_features(ws, params, valid_clinical, valid_latents)
+            # each new face_latent row names this run, so a score's ledger record leads to its run graph
+            n_latents = write_latent_features(ws, params, valid_clinical, valid_latents,
+                                              openlineage=record.openlineage or None)
             checkpoint("features:latents-written")
             phase("Feast writes")
             say("materialising the Feast features into the online store")
@@ -218,6 +244,8 @@ def nightly_embedding(workspace: str, dask_workers: int | None = None) -> dict[s
         mark_inbox_done(batch, state_path=state)
         checkpoint("inbox:marked-done")
         phase("inbox + DVC versioning")
+        record.input_datasets, record.output_datasets = lineage_datasets(ws, params, record, valid_latents,
+                                                                         {CLINICAL_VIEW: n_clinical, LATENT_VIEW: n_latents})
         record.outputs.update({
             "new_photos": len(written["photos"]) + len(written["prealigned"]),
             "new_clinical_files": len(written["clinical"]),

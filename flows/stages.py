@@ -68,15 +68,22 @@ def stage_project(ws: Workspace, params: Params) -> None:
 
 def stage_features(ws: Workspace, params: Params) -> None:
     from features.store import apply_repo, materialize, write_clinical
+    from flows.lineage import run_context
 
     steps.validate_file(ws, params, "manifest", steps.Layout(ws).aligned / "manifest.csv")
     valid_clinical = [steps.validate_file(ws, params, "clinical", p) for p in steps.clinical_files(ws)]
     valid_latents = [steps.validate_file(ws, params, "latents", p) for p in embedding_steps.latent_shards(ws, params)]
-    apply_repo(ws.feature_repo_dir, params)
-    write_clinical(ws.feature_repo_dir, steps.read_valid_clinical(valid_clinical), params)
-    embedding_steps.write_latent_features(ws, params, valid_clinical, valid_latents)
-    with heartbeat("materialising the Feast features into the online store"):
-        materialize(ws.feature_repo_dir, params)
+    # a run record and OpenLineage events of its own (under DIR/artifacts/lineage, no DVC out), whose
+    # run id the new face_latent rows carry, as the nightly flow's rows carry its run's
+    with run_context(ws, params, "dvc-features", description="DVC stage features: Feast features written") as record:
+        record.input_datasets = [{"kind": "dvc", "path": str(ws.data_dir / "clinical"), "out": "clinical",
+                                  "rev": None, "md5": None}]
+        apply_repo(ws.feature_repo_dir, params)
+        write_clinical(ws.feature_repo_dir, steps.read_valid_clinical(valid_clinical), params)
+        embedding_steps.write_latent_features(ws, params, valid_clinical, valid_latents,
+                                              openlineage=record.openlineage or None)
+        with heartbeat("materialising the Feast features into the online store"):
+            materialize(ws.feature_repo_dir, params)
 
 
 def stage_train(ws: Workspace, params: Params) -> None:

@@ -28,6 +28,30 @@ def valid_clinical_files(ws: Workspace) -> list[Path]:
     return sorted(d.glob("*/valid.csv")) if d.is_dir() else []
 
 
+def contract_sources(ws: Workspace) -> list[dict[str, Any]]:
+    """The contract result of every clinical file the training set is read from (valid_clinical_files):
+    its source, the sha256 of the rows training reads, and whether its contract run passed and
+    finished (`done` is written last: a run killed or failed midway leaves none). What the
+    promotion's contracts gate checks (training.registry.record_contracts)."""
+    import hashlib
+
+    sources = []
+    for valid in valid_clinical_files(ws):
+        run = valid.parent
+        try:
+            summary = json.loads((run / "results.json").read_text(encoding="utf-8")).get("summary") or {}
+        except (OSError, ValueError, AttributeError):
+            summary = {}
+        done = run / "done"
+        with open(valid, "rb") as fh:
+            digest = hashlib.file_digest(fh, "sha256").hexdigest()
+        sources.append({"kind": "clinical", "name": run.name,
+                        "source": done.read_text(encoding="utf-8").strip() if done.is_file() else "",
+                        "sha256": digest, "rows": summary.get("rows"), "failing": summary.get("failing"),
+                        "passed": bool(summary.get("passed")) and done.is_file()})
+    return sources
+
+
 def entity_frame(ws: Workspace) -> Any:
     import pandas as pd
 
@@ -86,11 +110,45 @@ def train(ws: Workspace, params: Params, frame_path: Path, lineage: dict[str, An
     versions = {f"md5.{k}": v for k, v in (lineage.get("data_md5") or {}).items()}
     versions.update({"rev": lineage.get("data_rev") or "unversioned", "code": lineage.get("code_version", ""),
                      "params_hash": lineage.get("params_hash", "")})
-    return train_(pd.read_parquet(frame_path), params=params, tracking_uri=components(ws, params).tracking_uri,
-                  data_versions=versions, feature_service=params.features.feature_service,
-                  split_path=ws.artifacts_dir / "splits" / "test_split.json",
-                  artifact_root=ws.mlflow_dir / "artifacts", out_dir=training_dir(ws) / "figures",
-                  register=True, data_source=str(frame_path), progress=say)
+    result = train_(pd.read_parquet(frame_path), params=params, tracking_uri=components(ws, params).tracking_uri,
+                    data_versions=versions, feature_service=params.features.feature_service,
+                    split_path=ws.artifacts_dir / "splits" / "test_split.json",
+                    artifact_root=ws.mlflow_dir / "artifacts", out_dir=training_dir(ws) / "figures",
+                    register=True, data_source=str(frame_path), progress=say)
+    record_sources(ws, params, result)
+    return result
+
+
+def record_sources(ws: Workspace, params: Params, result: Any) -> None:
+    """Tag the served version with the contract results of the files its training set came from."""
+    from training.registry import record_contracts
+
+    if result.served_version:
+        record_contracts(tracking_uri=components(ws, params).tracking_uri, model_name=result.served_model_name,
+                         version=result.served_version, sources=contract_sources(ws))
+
+
+def rescore_after_promotion(ws: Workspace, params: Params, decision: dict[str, Any], *,
+                            requested_by: str) -> dict[str, Any] | None:
+    """serving.bulk.rescore_all over every patient of the feature store, through the API's own scorer,
+    when this run promoted and serving.rescore_after_promotion asks for it; its summary, else None."""
+    if not (params.serving.rescore_after_promotion and decision.get("promoted")):
+        return None
+    from facesurv.components import rescore_every_patient
+    from flows.progress import Progress
+
+    bar: Progress | None = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        bar = bar or Progress("re-scoring every patient with the new champion", total=total, unit="patients")
+        bar.update(done)
+
+    try:
+        return rescore_every_patient(ws, params, requested_by=requested_by, progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def write_metrics(ws: Workspace, result: Any) -> dict[str, Any]:
@@ -110,12 +168,14 @@ def write_metrics(ws: Workspace, result: Any) -> dict[str, Any]:
 
 
 def promote(ws: Workspace, params: Params) -> dict[str, Any]:
-    """training.registry.promote: move `champion` when the challenger wins on the same split."""
+    """training.registry.promote: move `champion` when the challenger passes every gate (training.gates)."""
+    from training.gates import GatePolicy
     from training.registry import promote as promote_
 
     r = params.registry
-    decision = promote_(tracking_uri=components(ws, params).tracking_uri, model_name=r.model_name, metric=r.metric,
-                        margin=r.promote_margin, experiment=r.experiment, artifact_root=ws.mlflow_dir / "artifacts")
+    decision = promote_(tracking_uri=components(ws, params).tracking_uri, model_name=r.model_name,
+                        policy=GatePolicy.from_params(params), experiment=r.experiment,
+                        artifact_root=ws.mlflow_dir / "artifacts", require_approval=r.require_approval)
     out = decision.to_dict() if hasattr(decision, "to_dict") else dict(vars(decision))
     # the new champion's training set: what every later night's new patients are compared with (drift)
     from flows.drift_steps import save_champion_reference

@@ -250,6 +250,7 @@ class FeatureScaleParams:
     postgres_db: str
     postgres_user: str
     redis_connection: str
+    postgres_nestloop: bool
 
     def __post_init__(self) -> None:
         _check(0 < self.postgres_port < 65536, "features.scale.postgres_port", "must be a TCP port")
@@ -339,15 +340,26 @@ class EvaluationParams:
 @dataclass(frozen=True, config=_CONFIG)
 class RegistryParams:
     model_name: str
-    promote_margin: float
-    metric: str
+    min_delta: float
+    bootstrap: int
+    level: float
+    calibration_tolerance: float
+    calibration_max_error: float
+    subgroup_tolerance: float
+    subgroup_min_events: int
+    require_contracts: bool
+    require_approval: bool
     experiment: str
     tracking_uri: str | None
     scale_database: str
 
     def __post_init__(self) -> None:
-        _check(self.promote_margin >= 0, "registry.promote_margin", "must be >= 0")
-        _check(self.metric in ("c_index", "uno_c", "ibs"), "registry.metric", "must be 'c_index', 'uno_c' or 'ibs'")
+        _check(-1 < self.min_delta < 1, "registry.min_delta", f"must be in (-1, 1) (a C-index difference), got {self.min_delta}")
+        _check(self.bootstrap >= 10, "registry.bootstrap", f"must be >= 10 resamples (e.g. 1000), got {self.bootstrap}")
+        _check(0 < self.level < 1, "registry.level", f"must be in (0, 1) (e.g. 0.95), got {self.level}")
+        for name in ("calibration_tolerance", "calibration_max_error", "subgroup_tolerance"):
+            _check(0 <= getattr(self, name) <= 1, f"registry.{name}", f"must be in [0, 1], got {getattr(self, name)}")
+        _check(self.subgroup_min_events >= 1, "registry.subgroup_min_events", "must be >= 1 (e.g. 20)")
         _check(self.scale_database.replace("_", "").isalnum(), "registry.scale_database", "must be letters, digits and '_'")
 
 
@@ -384,6 +396,9 @@ class ServingParams:
     anchor_every: int
     max_batch: int
     photo_scoring: bool
+    score_log: bool
+    stage_timers: bool
+    rescore_after_promotion: bool
 
     def __post_init__(self) -> None:
         _check(0 < self.port < 65536, "serving.port", "must be a TCP port")
@@ -527,6 +542,26 @@ class DriftParams:
 
 
 @dataclass(frozen=True, config=_CONFIG)
+class OpenLineageParams:
+    transport: str
+    path: str
+    url: str | None
+    endpoint: str
+    namespace: str
+    timeout_s: float
+
+    def __post_init__(self) -> None:
+        _check(self.transport in ("file", "http"), "openlineage.transport", f"must be 'file' or 'http', got {self.transport!r}")
+        _check(bool(self.path.strip()), "openlineage.path", "must name a folder (relative: under the workspace)")
+        _check(self.transport != "http" or bool(self.url), "openlineage.url",
+               "must be set when transport is http (e.g. http://localhost:5000 for Marquez)")
+        _check(self.url is None or self.url.startswith(("http://", "https://")), "openlineage.url",
+               f"must be null or an http(s):// URL, got {self.url!r}")
+        _check(bool(self.namespace.strip()), "openlineage.namespace", "must not be empty")
+        _check(self.timeout_s > 0, "openlineage.timeout_s", "must be > 0")
+
+
+@dataclass(frozen=True, config=_CONFIG)
 class DemoParams:
     patients: int
     seed: int
@@ -560,6 +595,7 @@ class Params:
     cnn: CNNParams
     attributes: AttributesParams
     drift: DriftParams
+    openlineage: OpenLineageParams
     # sha256 of the canonical JSON of the file's content; lineage records it
     params_hash: str = dataclasses.field(default="", compare=False)
 

@@ -25,8 +25,9 @@ from fastapi import Depends, FastAPI, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.security import HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException
 
 from ground.clinical_rules import PATIENT_ID_PATTERN, check_clinical_fields, is_valid_id
@@ -137,31 +138,38 @@ class _TooLarge(HTTPException):
     """Raised from the body stream itself, so FastAPI and Starlette's parsers pass it on as a 413."""
 
 
+# (scope, receive, send, caller, body) -> whether it answered; False: FastAPI's route answers instead
+FastScore = Any
+
+
 class _Gate:
     """Plain ASGI middleware in front of every /v1/ route: the token, the rate limit and the
     body's size are checked before a byte of the body is read or parsed.
 
     A declared Content-Length over the cap is refused at once; a body sent without one (chunked)
     is counted as it streams and cut at the cap.
+
+    fast_score takes POST /v1/scores's common case (see create_app); the body it read is handed
+    on unchanged to FastAPI's route for every request it leaves.
     """
 
     def __init__(self, app: Any, *, tokens: TokenStore, limiter: RateLimiter, rate_per_minute: int,
-                 max_body: int, max_upload: int) -> None:
+                 max_body: int, max_upload: int, fast_score: FastScore | None = None) -> None:
         self.app = app
         self.tokens, self.limiter, self.rate = tokens, limiter, rate_per_minute
         self.max_body, self.max_upload = max_body, max_upload
+        self.fast_score = fast_score
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
             await self.app(scope, receive, send)
             return
-        request = Request(scope)
-        who = await self._who(request)
+        who = self._who(scope)
         if isinstance(who, JSONResponse):
             await who(scope, receive, send)
             return
         cap = self.max_upload + _MULTIPART_SLACK if scope["path"] == "/v1/scores/photo" else self.max_body
-        declared = request.headers.get("content-length")
+        declared = _header(scope, b"content-length")
         refusal = None
         if declared is not None and not declared.isdigit():
             refusal = _error(400, "Content-Length must be a whole number of bytes")
@@ -171,6 +179,9 @@ class _Gate:
             await refusal(scope, receive, send)
             return
         scope.setdefault("state", {})["principal"] = who
+        if self.fast_score is not None and scope["method"] == "POST" and scope["path"] == "/v1/scores":
+            await self._fast(scope, receive, send, who, cap)
+            return
         seen = 0
 
         async def counted() -> dict:
@@ -184,12 +195,40 @@ class _Gate:
 
         await self.app(scope, counted, send)
 
-    async def _who(self, request: Request) -> Principal | JSONResponse:
-        creds = await BEARER(request)  # FastAPI's parser; reads the header only, never the body
-        if creds is None or not creds.credentials.strip():
+    async def _fast(self, scope: dict, receive: Any, send: Any, who: Principal, cap: int) -> None:
+        chunks, seen = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away before sending its body
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > cap:
+                await _error(413, f"request body exceeds the limit of {cap} bytes")(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        assert self.fast_score is not None  # __call__ takes this path only with one
+        if not await self.fast_score(scope, replay, send, who, body):
+            await self.app(scope, replay, send)
+
+    def _who(self, scope: dict) -> Principal | JSONResponse:
+        token = _bearer_token(_header(scope, b"authorization"))
+        if not token:
             return _error(401, "missing bearer token: send 'Authorization: Bearer <token>'",
                           headers={"WWW-Authenticate": "Bearer"})
-        who = self.tokens.authenticate(creds.credentials.strip())
+        who = self.tokens.authenticate(token)
         if who is None:
             return _error(401, "unknown or revoked API token", headers={"WWW-Authenticate": "Bearer"})
         wait = self.limiter.acquire(who.name)
@@ -219,9 +258,12 @@ def create_app(*, scorer: Scorer, ledger: Ledger, tokens: TokenStore, settings: 
     model's base cohort, params.contracts' age range).
     """
     limiter = RateLimiter(settings.rate_limit_per_minute)
+    if settings.stage_timers:
+        scorer.timers, ledger.timers = {}, {}
+
     def _record(results: Sequence[Any]) -> list[Any]:
         records = [r for r in results if not isinstance(r, Exception)]
-        entries = iter(ledger.append_many(records)) if records else iter(())
+        entries = iter(ledger.append_many(records, anchor_later=True)) if records else iter(())
         return [r if isinstance(r, Exception) else (r, next(entries)) for r in results]
 
     batcher = MicroBatcher(scorer.score_patients, _record, max_batch=max_batch)
@@ -244,8 +286,47 @@ def create_app(*, scorer: Scorer, ledger: Ledger, tokens: TokenStore, settings: 
                     "every score is written to a hash-chained lineage ledger before it is returned.",
         lifespan=lifespan, docs_url=None, redoc_url=None,  # the bundled docs pages load from a CDN
     )
+
+    async def score_one(patient_id: str, who: Principal) -> dict[str, Any]:
+        """The score document of one id-based request, its record committed to the ledger first."""
+        started = time.perf_counter()
+        try:
+            record, _entry = await batcher.submit((patient_id, who.name))
+        except UnknownPatient as exc:
+            raise HTTPException(404, str(exc)) from None
+        except NotAvailableError as exc:
+            raise HTTPException(503, str(exc)) from None
+        except DataError as exc:
+            raise HTTPException(422, str(exc)) from None
+        _log_score(record, who, started)
+        return response_from_record(record)
+
+    async def fast_score(scope: dict, receive: Any, send: Any, who: Principal, body: bytes) -> bool:
+        """POST /v1/scores in its common case (a JSON body the request model accepts, a token with
+        the score scope) without FastAPI's per-request dependency solving, which repeats the gate's
+        work. The response is the route's: the same model validates and serialises it. Anything
+        else is left to the route, so its error answers stay FastAPI's."""
+        if not who.may("score") or _media_type(scope) != b"application/json":
+            return False
+        try:
+            request = ScoreRequest.model_validate_json(body)
+        except ValidationError:
+            return False
+        try:
+            doc = await score_one(request.patient_id, who)
+        except HTTPException as exc:
+            await _error(exc.status_code, str(exc.detail))(scope, receive, send)
+            return True
+        payload = ScoreResponse.model_validate(doc).model_dump_json().encode("utf-8")
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", str(len(payload)).encode("latin-1")),
+                                (b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": payload})
+        return True
+
     app.add_middleware(_Gate, tokens=tokens, limiter=limiter, rate_per_minute=settings.rate_limit_per_minute,
-                       max_body=settings.max_body_bytes, max_upload=settings.max_upload_bytes)
+                       max_body=settings.max_body_bytes, max_upload=settings.max_upload_bytes,
+                       fast_score=fast_score)
     app.add_middleware(_SecurityHeaders)  # added last = outermost: error answers from the gate get headers too
 
     @app.exception_handler(HTTPException)
@@ -283,7 +364,7 @@ def create_app(*, scorer: Scorer, ledger: Ledger, tokens: TokenStore, settings: 
         return who.may("read") or (who.may("score") and record.get("requested_by") == who.name)
 
     def _log_score(record: dict[str, Any], who: Principal, started: float) -> None:
-        if log.isEnabledFor(logging.INFO):
+        if settings.score_log and log.isEnabledFor(logging.INFO):
             log.info("score %s patient=%s risk=%.4f model=%s/%s by=%s in %.1f ms", record["score_id"],
                      pseudonym(record["patient_id"], pseudonym_key), record["result"]["risk_score"],
                      record["model"]["name"], record["model"]["version"], who.name,
@@ -293,17 +374,7 @@ def create_app(*, scorer: Scorer, ledger: Ledger, tokens: TokenStore, settings: 
               responses={**_ERRORS, 404: {"model": ErrorResponse, "description": "Patient not in the online store"}})
     async def score_patient(body: ScoreRequest, who: Principal = Depends(allowed("score"))) -> dict[str, Any]:
         """Score a patient from the online feature store with the champion model."""
-        started = time.perf_counter()
-        try:
-            record, _entry = await batcher.submit((body.patient_id, who.name))
-        except UnknownPatient as exc:
-            raise HTTPException(404, str(exc)) from None
-        except NotAvailableError as exc:
-            raise HTTPException(503, str(exc)) from None
-        except DataError as exc:
-            raise HTTPException(422, str(exc)) from None
-        _log_score(record, who, started)
-        return response_from_record(record)
+        return await score_one(body.patient_id, who)
 
     @app.post("/v1/scores/photo", response_model=ScoreResponse, tags=["scores"],
               responses={**_ERRORS, 411: {"model": ErrorResponse, "description": "No Content-Length"},
@@ -427,7 +498,17 @@ def create_app(*, scorer: Scorer, ledger: Ledger, tokens: TokenStore, settings: 
         found = await problems()
         return {"status": "ready" if not found else "not ready", "problems": found,
                 "model": {"name": m.name, "version": m.version, "alias": m.alias, "run_id": m.run_id},
-                "photo_scoring": scorer.embed_photo is not None, "batching": dict(batcher.stats)}
+                "photo_scoring": scorer.embed_photo is not None, "batching": dict(batcher.stats),
+                **({"stages": stage_times()} if settings.stage_timers else {})}
+
+    def stage_times() -> dict[str, Any]:
+        """CPU seconds so far by stage (serving.stage_timers): what the process spent outside the
+        two stage threads and the anchor thread is the event loop's (HTTP, JSON, auth, routing)."""
+        stats = batcher.stats
+        ledger_times = dict(ledger.timers or {})
+        return {"process_cpu_s": time.process_time(), "score_thread_cpu_s": stats["score_cpu_s"],
+                "commit_thread_cpu_s": stats["commit_cpu_s"], "score": dict(scorer.timers or {}),
+                "ledger": ledger_times, "anchor_cpu_s": ledger_times.get("anchor_s", 0.0)}
 
     @app.get("/", include_in_schema=False)
     async def index() -> RedirectResponse:
@@ -435,6 +516,28 @@ def create_app(*, scorer: Scorer, ledger: Ledger, tokens: TokenStore, settings: 
 
     app.mount("/ui", StaticFiles(directory=STATIC_DIR, html=True), name="ui")
     return app
+
+
+def _header(scope: dict, name: bytes) -> str | None:
+    """The first value of a request header (ASGI gives the names in lower case), as Starlette reads it."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def _bearer_token(authorization: str | None) -> str:
+    """The token of an 'Authorization: Bearer <token>' header, parsed by FastAPI's own helper as its
+    HTTPBearer does ("" when there is none); read from the ASGI scope, without building a Request."""
+    scheme, credentials = get_authorization_scheme_param(authorization)
+    if not (scheme and credentials.strip()) or scheme.lower() != "bearer":
+        return ""
+    return credentials.strip()
+
+
+def _media_type(scope: dict) -> bytes:
+    """The request's Content-Type without parameters, lower case ("" when absent)."""
+    return (_header(scope, b"content-type") or "").split(";", 1)[0].strip().lower().encode("latin-1")
 
 
 def _check_image(data: bytes, expected_format: str, max_pixels: int) -> None:

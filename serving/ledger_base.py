@@ -8,6 +8,7 @@ import datetime as dt
 import json
 import logging
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -25,6 +26,9 @@ from serving.ledger_check import (
 log = logging.getLogger("facesurv.ledger")
 BASE_COLUMNS = "seq, score_id, patient_id, created_at, prev_hash, hash, body"
 COLUMNS = BASE_COLUMNS + ", sig"
+# signatures this writer made since its latest anchor, kept so that anchor need not verify them again;
+# beyond this many (a server anchoring rarely) the rest are verified as any other
+KNOWN_SIGNATURES_CAP = 20_000
 HEAD_MISSING = ("the ledger head row is missing (deleted outside facesurv), so appends cannot continue: "
                  "run `facesurv audit verify` and restore the ledger from a backup")
 
@@ -65,6 +69,28 @@ def _check_record(record: dict[str, Any]) -> None:
     for key in ("score_id", "patient_id"):
         if not isinstance(record.get(key), str) or not record[key]:
             raise ValueError(f"ledger record needs a non-empty string {key!r}")
+    if record.get("kind") == PROMOTION_KIND:
+        _check_promotion(record)
+
+
+# --- promotion decisions (`facesurv promote --approve|--reject`) ----------------------------------
+# They share the chain with the scores, so an audit sees who put which model in service and when.
+# They concern no patient, and their ids can never be taken for a score's (32 hex characters).
+PROMOTION_KIND = "promotion_decision"
+PROMOTION_ID_PREFIX = "promotion-"
+NO_PATIENT = "-"
+PROMOTION_FIELDS = ("model_name", "version", "decision", "reason", "by")
+
+
+def _check_promotion(record: dict[str, Any]) -> None:
+    if not record["score_id"].startswith(PROMOTION_ID_PREFIX) or record["patient_id"] != NO_PATIENT:
+        raise ValueError(f"a promotion-decision ledger record needs a score_id starting {PROMOTION_ID_PREFIX!r} "
+                         f"and patient_id {NO_PATIENT!r}")
+    missing = [k for k in PROMOTION_FIELDS if not isinstance(record.get(k), str) or not record[k].strip()]
+    if missing:
+        raise ValueError(f"a promotion-decision ledger record needs non-empty strings {missing}")
+    if record["decision"] not in ("approved", "rejected"):
+        raise ValueError(f"a promotion decision is 'approved' or 'rejected', got {record['decision']!r}")
 
 
 def _seal(seq: int, prev_hash: str, record: dict[str, Any], created_at: str) -> tuple[str, str]:
@@ -91,12 +117,20 @@ class LedgerBase:
     _h: str                 # the head table
     _cols: str              # the columns read (sig as NULL on a ledger from before signing)
     read_only: bool
+    # stage name -> CPU seconds of appends and anchors (serving.stage_timers); None: not measured
+    timers: dict[str, float] | None = None
 
     def _anchoring(self, key: LedgerKey | None, anchor_log: AnchorLog | None, anchor_every: int) -> None:
         self.key, self.anchor_log, self.anchor_every = key, anchor_log, anchor_every
         self._anchor_lock = threading.Lock()
         self._since_anchor = 0
         self._anchors = self._valid_anchors()
+        self._signed_here: dict[int, tuple[str, str]] = {}  # seq -> (hash, sig) this writer signed
+        self._anchor_thread: threading.Thread | None = None
+
+    def _add_time(self, stage: str, since: float) -> None:
+        if self.timers is not None:
+            self.timers[stage] = self.timers.get(stage, 0.0) + time.thread_time() - since
 
     def _valid_anchors(self) -> list[Anchor]:
         if self.key is None or self.anchor_log is None:
@@ -124,34 +158,63 @@ class LedgerBase:
         """Write one record (must hold score_id and patient_id); returns it with its hash."""
         return self.append_many([record])[0]
 
-    def append_many(self, records: Sequence[dict[str, Any]]) -> list[LedgerEntry]:
-        """Write records in order in one transaction (one insert each, one commit)."""
+    def append_many(self, records: Sequence[dict[str, Any]], *, anchor_later: bool = False) -> list[LedgerEntry]:
+        """Write records in order in one transaction (one insert each, one commit).
+
+        anchor_later: an anchor that falls due is taken on a background thread (the server's
+        commit stage: the next batch's responses need not wait for the anchor's read-back).
+        """
         for r in records:
             _check_record(r)
         if not records:
             return []
         if self.read_only:
             raise ConfigError(f"ledger {self.describe()} is open read-only (for checking): nothing can be appended")
+        cpu = time.thread_time()
         with self._lock:
             entries = self._append_locked(list(records))
+        self._add_time("ledger_append_s", cpu)
         if self.anchor_every and self._can_anchor():
             self._since_anchor += len(entries)
             if self._since_anchor >= self.anchor_every:
                 self._since_anchor = 0
-                self.checkpoint_quietly(f"every {self.anchor_every} appends")
+                reason = f"every {self.anchor_every} appends"
+                if anchor_later:
+                    self._anchor_in_background(reason)
+                else:
+                    self.checkpoint_quietly(reason)
         return entries
 
+    def _anchor_in_background(self, reason: str) -> None:
+        # one at a time: while one runs, the anchor falling due is left to the next one, which covers it
+        running = self._anchor_thread
+        if running is not None and running.is_alive():
+            return
+
+        def anchor() -> None:
+            cpu = time.thread_time()
+            self.checkpoint_quietly(reason)
+            self._add_time("anchor_s", cpu)
+
+        self._anchor_thread = threading.Thread(target=anchor, name="ledger-anchor", daemon=True)
+        self._anchor_thread.start()
+
     def _link(self, seq: int, prev: str, records: list[dict[str, Any]]) -> list[tuple[LedgerEntry, tuple]]:
+        cpu = time.thread_time()
         sign = self.key.sign if self.key is not None and self.key.can_sign else None
+        known = self._signed_here if sign and self.anchor_log is not None else None
         out = []
         for record in records:
             seq += 1
             created_at = record.get("time") or _now()
             body, h = _seal(seq, prev, record, created_at)
             sig = sign(entry_message(h)) if sign else None
+            if known is not None and sig and len(known) < KNOWN_SIGNATURES_CAP:
+                known[seq] = (h, sig)
             out.append((LedgerEntry(seq, record["score_id"], created_at, prev, h, record),
                         (seq, record["score_id"], record["patient_id"], created_at, prev, h, body, sig)))
             prev = h
+        self._add_time("seal_sign_s", cpu)
         return out
 
     # -- anchoring ----------------------------------------------------------------------
@@ -181,7 +244,8 @@ class LedgerBase:
             start = (from_seq - 1, rows[0][4] if rows and last else GENESIS)
             # unsigned records (from before signing) are vouched for only by the very first anchor
             rep = check_chain(rows, heads[0] if heads else None, key=self.key, anchors=[last] if last else [],
-                              start=start, allow_unanchored_legacy=not lines and not bad_lines)
+                              start=start, allow_unanchored_legacy=not lines and not bad_lines,
+                              known_signatures=dict(self._signed_here))
             if not rep.ok:
                 raise LedgerTampered(f"not anchoring {self.describe()}: {rep.problems[0]} "
                                      f"({len(rep.problems)} problem(s); run `facesurv audit verify`)")
@@ -191,6 +255,8 @@ class LedgerBase:
                                  ledger=self.describe())
             self.anchor_log.append(anchor)
             self._anchors.append(anchor)
+            for seq in [s for s in list(self._signed_here) if s <= anchor.seq]:
+                self._signed_here.pop(seq, None)
             return anchor
 
     def checkpoint_quietly(self, reason: str) -> Anchor | None:
@@ -276,6 +342,9 @@ class LedgerBase:
 
     def close(self) -> None:
         """Anchor what was appended since the latest anchor (when this ledger signs), then close."""
+        running = getattr(self, "_anchor_thread", None)
+        if running is not None:
+            running.join()
         if not self.read_only and self._can_anchor():
             self.checkpoint_quietly("close")
         with self._lock:

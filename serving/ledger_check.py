@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from serving.anchor import Anchor, LedgerKey, entry_message
@@ -67,13 +67,16 @@ def _span(lo: int, hi: int) -> str:
 
 def check_chain(rows: Iterable[Sequence[Any]], head: tuple[int, str] | None, *,
                 key: LedgerKey | None = None, anchors: Sequence[Anchor] = (),
-                start: tuple[int, str] = (0, GENESIS), allow_unanchored_legacy: bool = False) -> VerifyReport:
+                start: tuple[int, str] = (0, GENESIS), allow_unanchored_legacy: bool = False,
+                known_signatures: Mapping[int, tuple[str, str]] | None = None) -> VerifyReport:
     """Walk rows (seq order) and the head; report every break.
 
     key: the ledger's public key: every signature is checked, and unsigned records are allowed
     only before the first signed one (ledgers from before signing) and under an anchor.
     anchors: signed checkpoints (each must be a prefix of this chain) and bare expected hashes
     (must occur in it). start: (seq, hash) the rows continue from, for checking a segment.
+    known_signatures: seq -> (hash, sig) the caller signed itself with `key` (the writer's anchor):
+    a row holding exactly that pair needs no signature check, its hash and links are still checked.
     """
     problems: list[str] = []
 
@@ -112,7 +115,8 @@ def check_chain(rows: Iterable[Sequence[Any]], head: tuple[int, str] | None, *,
                  "a record before it was edited, replaced or reordered")
         if sig:
             signed += 1
-            if key is not None and not key.verify(entry_message(hash_col), sig):
+            if key is not None and (known_signatures or {}).get(seq) != (hash_col, sig) \
+                    and not key.verify(entry_message(hash_col), sig):
                 flag(f"seq {seq}: signature does not verify: inserted or rewritten without the ledger key")
         elif signed:
             flag(f"seq {seq}: not signed although earlier records are: inserted without the ledger key (forged)")

@@ -15,6 +15,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import re
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -224,6 +225,14 @@ class Scorer:
         self.context = context
         self.embed_photo = embed_photo
         self.projection_settings = dict(projection_settings or {})
+        # stage name -> CPU seconds of score_patients' steps (serving.stage_timers); None: not measured
+        self.timers: dict[str, float] | None = None
+
+    def _lap(self, stage: str, since: float) -> float:
+        now = time.thread_time()
+        if self.timers is not None:
+            self.timers[stage] = self.timers.get(stage, 0.0) + now - since
+        return now
 
     def _predict(self, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         import pandas as pd
@@ -266,6 +275,8 @@ class Scorer:
                           "landmark_model_sha256": lin.get("landmark_model_sha256")},
             "generator": _generator_lineage(lin),
             "projection": {k: lin[k] for k in PROJECTION_LINEAGE if k in lin},
+            # the OpenLineage run of the flow that wrote the latent (null: written before runs were named)
+            "openlineage": {"run_id": lin.get("openlineage_run_id"), "namespace": lin.get("openlineage_namespace")},
         }
 
     def score_patients(self, requests: Sequence[tuple[str, str]]) -> list[dict[str, Any] | Exception]:
@@ -277,7 +288,9 @@ class Scorer:
         if self.read_features is None:
             raise NotAvailableError("no online feature store is configured for id-based scoring")
         ids = [pid for pid, _ in requests]
+        lap = time.thread_time()
         feats = self.read_features(ids)
+        lap = self._lap("feature_read_s", lap)
         out: list[dict[str, Any] | Exception] = []
         ok: list[int] = []
         for i, (pid, f) in enumerate(zip(ids, feats, strict=True)):
@@ -293,11 +306,13 @@ class Scorer:
                 ok.append(i)
         if ok:
             results = self._predict([feats[i].values for i in ok])  # type: ignore[union-attr]
+            lap = self._lap("predict_s", lap)
             for i, result in zip(ok, results, strict=True):
                 pid, who = requests[i]
                 out[i] = self._record(patient_id=pid, request_sha=request_hash({"patient_id": pid}),
                                       requested_by=who, inputs=self._online_inputs(feats[i]),  # type: ignore[arg-type]
                                       result=result)
+            self._lap("records_s", lap)
         return out
 
     def score_patient(self, patient_id: str, *, requested_by: str) -> dict[str, Any]:

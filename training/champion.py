@@ -10,16 +10,19 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 
 def score_champion(client: Any, name: str, train_df: pd.DataFrame, test_df: pd.DataFrame, *, params: Any,
-                   tracking_uri: str) -> dict[str, Any]:
+                   tracking_uri: str, horizon: float | None = None) -> dict[str, Any]:
     """Re-score the champion of `name` on test_df (no bootstrap); {} when there is no champion.
 
     The champion is loaded like a server loads it: its files must match the manifest recorded
     when it was registered; a refusal is recorded like any other failure to score it, as
-    {"version", "error"}. Otherwise {"version", "metrics", "artifacts_sha256"}.
+    {"version", "error"}. Otherwise {"version", "metrics", "artifacts_sha256", "risk"}: risk is the
+    (n,) per-patient log-risk on test_df's rows, and with a horizon (days) "survival", the (n,)
+    predicted S(horizon): what the paired promotion gates (training.gates) compare.
     """
     from training.fit import evaluate_model
     from training.pyfunc import load_verified
@@ -32,9 +35,16 @@ def score_champion(client: Any, name: str, train_df: pd.DataFrame, test_df: pd.D
         verified = load_verified(client, name, version=str(champ.version), tracking_uri=tracking_uri)
         model = verified.pyfunc.unwrap_python_model().model
         ev = evaluate_model(model, train_df, test_df, params=params, bootstrap=0)
+        risk = np.asarray(model.predict_risk(test_df), dtype=np.float64)
+        surv = (np.asarray(model.survival_from_risk(risk, np.array([float(horizon)])), dtype=np.float64)[:, 0]
+                if horizon is not None else None)
     except Exception as exc:  # noqa: BLE001 - an old champion that cannot read the new data is recorded, not fatal
         return {"version": str(champ.version), "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
-    return {"version": str(champ.version), "metrics": ev.point, "artifacts_sha256": verified.manifest_sha256}
+    out = {"version": str(champ.version), "metrics": ev.point, "artifacts_sha256": verified.manifest_sha256,
+           "risk": risk}
+    if surv is not None:
+        out["survival"] = surv
+    return out
 
 
 def comparison_tags(comparison: dict[str, Any]) -> dict[str, Any]:

@@ -14,15 +14,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from features.feature_repo.schema import LATENT_PROVENANCE
 from ground.errors import DataError
 from ground.types import CLINICAL_CORE_COVARIATES, CLINICAL_ID_COLUMNS, SURVIVAL_COLUMNS
 
 LATENT_COLUMN = "latent"
-# Provenance that travels with the latents from the feature store (how a photo was embedded,
-# not a patient property) and the retrieval timestamp: never covariates.
-PROVENANCE_COLUMNS = ("space", "steps", "perceptual_loss", "mse", "generator_sha256", "generator_is_random_init",
-                      "generator_version", "perceptual_network", "perceptual_is_stand_in", "encoder_sha256", "aligner_version",
-                      "photo_sha256", "event_timestamp", "written_at")
+# Provenance that travels with the latents from the feature store (how a photo was embedded and
+# by which run, not a patient property) and the retrieval timestamps: never covariates.
+PROVENANCE_COLUMNS = (*LATENT_PROVENANCE, "event_timestamp", "written_at")
 _NON_FEATURES = {*CLINICAL_ID_COLUMNS, *SURVIVAL_COLUMNS, LATENT_COLUMN, *PROVENANCE_COLUMNS}
 
 

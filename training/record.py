@@ -8,7 +8,9 @@ inputs, the split, table1.json) with a nested run per fitted model: its params, 
 figures and evaluation.json, the model logged as a models-from-code pyfunc with its artifact
 manifest and, when registering, a new model version aliased `challenger`. Before anything is
 registered the current champion is re-scored on these test patients (training.champion) and
-the result tagged on the new served version. Everything goes through one MlflowClient of
+the result tagged on the new served version; both models' per-patient predictions on those
+patients (promotion/paired_scores.json in the served model's run, named by the version's
+`promotion.paired_scores` tags) are what promotion's paired gates (training.gates) compare. Everything goes through one MlflowClient of
 `tracking_uri`; MLflow's active run is never used and its process-wide tracking URI is left as
 it was (registration needs it for one call and restores it: training.registry.register_version).
 A failure inside marks the runs open at that moment FAILED.
@@ -90,7 +92,8 @@ def record_training(fitted: Fitted, *, params: Any, tracking_uri: str, data_vers
                          served_model_name=reg_name, health_direction=fitted.health_direction)
     if register and SERVED in fitted.models:
         result.champion_comparison = score_champion(client, reg_name, fitted.train_df, fitted.test_df,
-                                                    params=params, tracking_uri=tracking_uri)
+                                                    params=params, tracking_uri=tracking_uri,
+                                                    horizon=_gate_horizon(fitted, params))
     common = {"split_id": split.split_id, "feature_service": feature_service or params.features.feature_service,
               "params_hash": params.params_hash, "data_versions": str(sorted(versions.items()))}
     with tempfile.TemporaryDirectory(prefix="facesurv-train-") as tmp:
@@ -122,6 +125,7 @@ class _Recorder:
     figures: Path
     register: bool
     version_tags: dict[str, str]
+    version_tags_served: dict[str, str] = field(default_factory=dict)
 
     def parent(self, run: RunLog, *, data_versions: dict[str, str], split_path: Path | None,
                data_source: str | None) -> None:
@@ -183,7 +187,10 @@ class _Recorder:
         if not self.register:
             return
         served = name == SERVED
+        if served:
+            self.version_tags_served = self._paired_scores(run, model)
         tags = {**self.version_tags, **(comparison_tags(self.result.champion_comparison) if served else {}),
+                **(self.version_tags_served if served else {}),
                 "facesurv.model": name, "run_id": run.run_id, "needs_latent": str(model.needs_latent),
                 **{f"test.{k}": v for k, v in ev.point.items() if math.isfinite(v)}, **manifest}
         version = register_version(self.client, name=reg, model_uri=uri, run_id=run.run_id, tags=tags,
@@ -191,6 +198,48 @@ class _Recorder:
         self.result.model_versions[reg] = version
         if served:
             self.result.served_version = version
+
+
+    def _paired_scores(self, run: RunLog, model: SurvivalModel) -> dict[str, str]:
+        """The served model's and the champion's per-patient predictions on these test patients,
+        logged with the run and named (path, sha256) by model-version tags for promotion's gates."""
+        import hashlib
+
+        from training.gates import (
+            PAIRED_SCORES_DIR,
+            PAIRED_SCORES_FILE,
+            PAIRED_SCORES_TAG,
+            PairedScores,
+        )
+        from training.subgroups import group_columns
+
+        f = self.fitted
+        test = f.test_df
+        horizon = _gate_horizon(f, self.params)
+        risk = np.asarray(model.predict_risk(test), dtype=np.float64)
+        comp = self.result.champion_comparison
+        has_champ = "risk" in comp and "survival" in comp
+        groups = {k: pd.Series(v).astype(object).to_numpy() for k, v in group_columns(test).items()}
+        paired = PairedScores(
+            time=test["time_days"].to_numpy(np.float64), event=test["event"].to_numpy().astype(bool),
+            horizon_days=horizon, challenger_risk=risk,
+            challenger_survival=np.asarray(model.survival_from_risk(risk, np.array([horizon])), np.float64)[:, 0],
+            champion_risk=comp["risk"] if has_champ else None, champion_survival=comp["survival"] if has_champ else None,
+            groups=groups, champion_version=comp.get("version") if has_champ else None,
+            patient_ids=tuple(test["patient_id"].astype(str)) if "patient_id" in test else ())
+        text = paired.to_json()
+        path = self.work / PAIRED_SCORES_FILE
+        path.write_text(text, encoding="utf-8")
+        run.log_artifact(path, PAIRED_SCORES_DIR)
+        return {PAIRED_SCORES_TAG: f"{PAIRED_SCORES_DIR}/{PAIRED_SCORES_FILE}",
+                f"{PAIRED_SCORES_TAG}_sha256": hashlib.sha256(text.encode()).hexdigest()}
+
+
+def _gate_horizon(fitted: Fitted, params: Any) -> float:
+    from training.gates import calibration_horizon
+
+    return calibration_horizon(params.training.horizons_days, test_time=fitted.test_df["time_days"].to_numpy(),
+                               train_time=fitted.train_df["time_days"].to_numpy())
 
 
 def json_split(split: FrozenSplit) -> dict[str, Any]:

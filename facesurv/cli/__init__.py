@@ -15,7 +15,7 @@ import typer
 
 COMMAND_MODULES = (
     "init", "cohort", "align", "generator", "project", "validate", "features",
-    "train", "flows", "serve", "audit", "demo", "edit",
+    "train", "promote", "flows", "serve", "score", "audit", "demo", "edit",
 )
 
 app = typer.Typer(

@@ -1,4 +1,4 @@
-"""`facesurv train` and `facesurv promote`: survival models, evaluation, MLflow registry."""
+"""`facesurv train`: survival models, evaluation, MLflow registry (`facesurv promote`: promote_cmd)."""
 
 from __future__ import annotations
 
@@ -90,6 +90,11 @@ def train(
                           artifact_root=ws.mlflow_dir / "artifacts", out_dir=out_dir,
                           register=not no_register,
                           data_source=str(path.resolve()))
+    if result.served_version and path.resolve() == (out_dir / "training_set.parquet").resolve():
+        from flows.training_steps import record_sources
+
+        # the flows built this table from contract-validated files: the contracts gate reads their results
+        record_sources(ws, params, result)
     from ground.atomic import atomic_path
 
     with atomic_path(out_dir / "table1.csv") as tmp:
@@ -107,27 +112,9 @@ def train(
     out.print(f"MLflow run {result.parent_run_id} at {uri}", soft_wrap=True)
     if result.served_version:
         out.print(f"registered {params.registry.model_name} version {result.served_version} as challenger "
-                  f"({result.served_model_uri}); run `facesurv promote` to compare it with the champion", soft_wrap=True)
+                  f"({result.served_model_uri}); run `facesurv promote` to run the promotion gates", soft_wrap=True)
     out.print(f"figures and table1.csv in {out_dir}", soft_wrap=True)
-
-
-def promote(workspace: WorkspaceOpt = None) -> None:
-    """Move the `champion` alias to the challenger if it beats the champion on the same test split."""
-    from facesurv.components import components
-    from training.registry import promote as run_promote
-
-    _quiet_mlflow()
-    ws, params = open_workspace(workspace)
-    r = params.registry
-    d = run_promote(tracking_uri=components(ws, params).tracking_uri, model_name=r.model_name, metric=r.metric,
-                    margin=r.promote_margin, experiment=r.experiment, artifact_root=ws.mlflow_dir / "artifacts")
-    verdict = "PROMOTED" if d.promoted else "KEPT"
-    out.print(f"{verdict}: {d.model_name} challenger v{d.challenger_version} vs champion "
-              f"{'v' + d.champion_version if d.champion_version else '(none)'} on split {d.split_id}: {d.reason}",
-              soft_wrap=True)
-    out.print(f"decision recorded in MLflow run {d.run_id}", soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
     app.command("train")(train)
-    app.command("promote")(promote)

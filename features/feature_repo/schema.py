@@ -37,12 +37,20 @@ LATENT_FEATURES: tuple[tuple[str, str], ...] = (
     ("aligner_version", "string"),
     ("photo_id", "string"),
     ("photo_sha256", "string"),
+    # the OpenLineage run (flows.openlineage_events) of the flow that wrote the row: score -> run graph
+    ("openlineage_run_id", "string"),
+    ("openlineage_namespace", "string"),
 )
+
+# Every face_latent feature but the latent: how a photo was embedded and by which run, never a
+# patient property, so never a model input (training.preprocess, serving.online read this).
+LATENT_PROVENANCE: tuple[str, ...] = tuple(name for name, _ in LATENT_FEATURES if name != "latent")
 
 # face_latent features added after rows were first stored, all nullable: rows to write may lack them
 # (a latents.parquet written before they existed), and stored rows without them (parquet parts,
 # PostgreSQL tables) are brought up to the schema with nulls (features.store.offline.ensure_offline).
-LATENT_ADDED_LATER: tuple[str, ...] = ("generator_version", "encoder_sha256")
+LATENT_ADDED_LATER: tuple[str, ...] = ("generator_version", "encoder_sha256", "openlineage_run_id",
+                                       "openlineage_namespace")
 
 # Keys that make a written row "the same row": writing it again adds nothing.
 LATENT_DEDUPE = ("photo_sha256", "generator_sha256")

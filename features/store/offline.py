@@ -173,6 +173,7 @@ def ensure_offline(repo_dir: Path | str, params: Params) -> None:
             _upgrade_local_parts(Path(repo_dir), view, base)
         return
     with _pg_connect(params) as conn:
+        _planner_settings(conn, params)
         for view in (LATENT_VIEW, CLINICAL_VIEW):
             ts, keys, features = view_columns(view, base)
             cols = ", ".join([f"{JOIN_KEY} text NOT NULL", f"{ts} timestamptz NOT NULL",
@@ -184,6 +185,23 @@ def ensure_offline(repo_dir: Path | str, params: Params) -> None:
             for name in added_later(view):  # a table created before the feature existed: null in its rows
                 conn.execute(f'ALTER TABLE "{_pg_table(params, view)}" ADD COLUMN IF NOT EXISTS '
                              f'"{name}" {_PG_TYPES[kinds[name]]}')
+
+
+def _planner_settings(conn: Any, params: Params) -> None:
+    """The planner default that Feast's point-in-time query needs (features.scale.postgres_nestloop).
+
+    Feast opens its own connections with no session options, so the setting is this role's default
+    in this database (ALTER ROLE ... IN DATABASE): other roles and databases are untouched, and
+    every new connection of the offline store gets it.
+    """
+    wanted = "on" if params.features.scale.postgres_nestloop else "off"
+    db = params.features.scale.postgres_db
+    if conn.execute("SHOW enable_nestloop").fetchone()[0] == wanted:
+        return
+    from psycopg import sql
+
+    conn.execute(sql.SQL("ALTER ROLE CURRENT_USER IN DATABASE {} SET enable_nestloop = {}").format(
+        sql.Identifier(db), sql.Literal(wanted)))
 
 
 def _upgrade_local_parts(repo_dir: Path, view: str, base: str) -> int:
@@ -264,6 +282,17 @@ def _key_frame(df: pd.DataFrame, keys: tuple[str, ...]) -> pd.Series:
 
 def _parts(directory: Path) -> list[Path]:
     return sorted(p for p in directory.glob("part-*.parquet") if p.is_file())
+
+
+def views_without_rows(repo_dir: Path | str, params: Params) -> list[str]:
+    """The views whose offline storage holds no rows yet that a point-in-time join could not read.
+
+    local: a view directory without parts (DuckDB cannot read an empty file set). scale: none,
+    as an empty table joins like any other.
+    """
+    if params.profile != "local":
+        return []
+    return [view for view, path in offline_locations(repo_dir, params).items() if not _parts(Path(path))]
 
 
 def _write_local(repo_dir: Path, view: str, base: str, rows: pd.DataFrame) -> int:

@@ -14,20 +14,24 @@ from ground.errors import ConfigError
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "feature_repo"
 
 
-def render_store_yaml(repo_dir: Path | str, params: Params) -> Path:
-    """Write repo_dir/feature_store.yaml from the profile's template; returns its path."""
-    repo_dir = Path(repo_dir).resolve()
+def _store_yaml_text(repo_dir: Path, params: Params) -> str:
     template = TEMPLATE_DIR / f"feature_store.{params.profile}.yaml.tmpl"
     if not template.is_file():
         raise ConfigError(f"profile {params.profile!r} has no feature_store template at {template}; use local or scale")
     s = params.features.scale
-    text = string.Template(template.read_text(encoding="utf-8")).substitute(
+    return string.Template(template.read_text(encoding="utf-8")).substitute(
         project=params.features.project,
         registry_path=str(repo_dir / "registry.db"),
         online_path=str(repo_dir / "online.db"),
         pg_host=s.postgres_host, pg_port=s.postgres_port, pg_db=s.postgres_db, pg_user=s.postgres_user,
         redis_connection=s.redis_connection,
     )
+
+
+def render_store_yaml(repo_dir: Path | str, params: Params) -> Path:
+    """Write repo_dir/feature_store.yaml from the profile's template; returns its path."""
+    repo_dir = Path(repo_dir).resolve()
+    text = _store_yaml_text(repo_dir, params)
     target = repo_dir / "feature_store.yaml"
     with atomic_path(target) as tmp:
         tmp.write_text(text, encoding="utf-8")
@@ -35,9 +39,11 @@ def render_store_yaml(repo_dir: Path | str, params: Params) -> Path:
 
 
 def open_store(repo_dir: Path | str, params: Params) -> Any:
-    """A FeatureStore over repo_dir (renders feature_store.yaml first if it is missing)."""
+    """A FeatureStore over repo_dir (renders feature_store.yaml first if it is missing or stale)."""
     repo_dir = Path(repo_dir).resolve()
-    if not (repo_dir / "feature_store.yaml").is_file():
+    target = repo_dir / "feature_store.yaml"
+    # a repo rendered by an older facesurv (the local profile's file offline store) follows the template
+    if not target.is_file() or target.read_text(encoding="utf-8") != _store_yaml_text(repo_dir, params):
         render_store_yaml(repo_dir, params)
     from feast import FeatureStore
 

@@ -103,7 +103,12 @@ def training_set(repo_dir: Path | str, entity_df: pd.DataFrame, params: Params, 
         covariates and the face_latent features (`latent` as a float32 array of 512).
         report counts rows in and out and lists the unmatched rows and which view had no
         value at or before their reference time (within the TTL).
+
+    The join is Feast's (get_historical_features) in the profile's offline store: DuckDB over
+    the parquet parts (local) or SQL (scale). Both keep an unmatched entity row with nulls and
+    other stores drop it, so the rows are counted here by a row id, whatever the store does.
     """
+    from features.store.offline import views_without_rows
     from features.store.repo import open_store
 
     missing = [c for c in (JOIN_KEY, timestamp_column) if c not in entity_df.columns]
@@ -116,6 +121,10 @@ def training_set(repo_dir: Path | str, entity_df: pd.DataFrame, params: Params, 
     ent[ENTITY_TS] = pd.to_datetime(ent[ENTITY_TS], utc=True, format="ISO8601")
     ent[JOIN_KEY] = ent[JOIN_KEY].astype(str)
     ent[ROW_ID] = range(len(ent))
+    empty = views_without_rows(repo_dir, params)
+    if empty:
+        raise DataError(f"feature view(s) {', '.join(empty)} hold no rows yet in {Path(repo_dir).resolve()}; "
+                        f"write them first (`facesurv features write`)")
     store = store or open_store(repo_dir, params)
     service = store.get_feature_service(params.features.feature_service)
     got = store.get_historical_features(entity_df=ent, features=service).to_df()

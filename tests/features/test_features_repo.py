@@ -51,7 +51,7 @@ def test_render_local_profile(feat_params, tmp_path):
     cfg = yaml.safe_load(render_store_yaml(tmp_path, feat_params).read_text())
     assert cfg["project"] == feat_params.features.project
     assert cfg["online_store"] == {"type": "sqlite", "path": str(tmp_path.resolve() / "online.db")}
-    assert cfg["offline_store"]["type"] == "file"
+    assert cfg["offline_store"] == {"type": "duckdb"}
     assert cfg["registry"]["registry_type"] == "file"
 
 

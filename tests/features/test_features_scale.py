@@ -141,3 +141,27 @@ def test_teardown_removes_only_this_project(scale):
     host, _, port = s.redis_connection.split(",")[0].partition(":")
     r = redis.Redis(host=host, port=int(port or 6379))
     assert list(r.scan_iter(match=f"*{project}*", count=1000)) == []
+
+
+def _nestloop(params) -> str:
+    from features.store.offline import _pg_connect
+
+    with _pg_connect(params) as conn:   # a new session: what Feast's own connections get
+        return conn.execute("SHOW enable_nestloop").fetchone()[0]
+
+
+def test_the_offline_store_sessions_get_the_planner_setting_the_params_ask_for(scale):
+    """Feast's point-in-time query is quadratic under nested loops (docs/features.md); applying the
+    repo makes it this role's default in this database, and the params can hand it back."""
+    from features.store.offline import ensure_offline
+
+    assert scale.params.features.scale.postgres_nestloop is False
+    assert _nestloop(scale.params) == "off"
+    on = dataclasses.replace(scale.params, features=dataclasses.replace(
+        scale.params.features, scale=dataclasses.replace(scale.params.features.scale, postgres_nestloop=True)))
+    try:
+        ensure_offline(scale.repo, on)
+        assert _nestloop(on) == "on"
+    finally:
+        ensure_offline(scale.repo, scale.params)
+    assert _nestloop(scale.params) == "off"

@@ -15,7 +15,8 @@ def test_nightly_then_train_and_promote(workspace, prefect_api) -> None:
     from flows.train_and_promote import train_and_promote
 
     tiny_params(workspace.root, contracts={"max_projection_loss": 100.0}, projection={"steps": 2, "batch_size": 32},
-                training={"deepsurv_epochs": 3, "fusion_folds": 2}, evaluation={"bootstrap": 5})
+                training={"deepsurv_epochs": 3, "fusion_folds": 2}, evaluation={"bootstrap": 5},
+                serving={"rescore_after_promotion": True})
     ids = fill_inbox(workspace.root, start=0, count=60)
     first = nightly_embedding(str(workspace.root))
     assert first["new_photos"] == 60 and first["latent_rows_written"] == 60 and first["clinical_rows_written"] == 60
@@ -36,3 +37,18 @@ def test_nightly_then_train_and_promote(workspace, prefect_api) -> None:
     digests = lineage["outputs"]["model_artifacts_sha256"]
     assert digests and all(len(d) == 64 and int(d, 16) >= 0 for d in digests.values())
     assert len(ids) == 60
+
+    # the promotion re-scored every patient through the API's scorer, each score in the ledger
+    from facesurv.components import open_scoring_ledger
+
+    rescored = trained["rescored"]
+    assert (rescored["patients"], rescored["scored"], rescored["failed"]) == (60, 60, 0)
+    assert rescored["model"]["version"] == trained["promotion"]["challenger_version"]
+    ledger = open_scoring_ledger(workspace, workspace.load_params())
+    try:
+        records = [e.record for e in ledger.entries()]
+        assert ledger.verify().ok
+    finally:
+        ledger.close()
+    assert len(records) == 60 and len({r["patient_id"] for r in records}) == 60
+    assert {r["requested_by"] for r in records} == {f"train-and-promote:{trained['flow_run_id']}"}

@@ -198,3 +198,68 @@ def test_api_photo_upload_needs_content_length(make_app, auth):
         r = c.post("/v1/scores/photo", content=chunks(),
                    headers={**auth, "content-type": "multipart/form-data; boundary=x"})
     assert r.status_code == 411 and "Content-Length" in r.json()["error"]["message"]
+
+
+def test_api_fast_path_answers_as_the_route_does(client, auth):
+    # application/json: the gate's fast path answers; another JSON media type: FastAPI's route does
+    fast = client.post("/v1/scores", json={"patient_id": PATIENT}, headers=auth)
+    routed = client.post("/v1/scores", content=b'{"patient_id": "%s"}' % PATIENT.encode(),
+                         headers={**auth, "content-type": "application/vnd.facesurv+json"})
+    assert fast.status_code == routed.status_code == 200
+    a, b = fast.json(), routed.json()
+    assert list(a) == list(b) and {k: type(v) for k, v in a.items()} == {k: type(v) for k, v in b.items()}
+    assert {k: v for k, v in a.items() if k not in ("score_id", "created_at")} == \
+        {k: v for k, v in b.items() if k not in ("score_id", "created_at")}
+    assert fast.headers["content-type"] == routed.headers["content-type"] == "application/json"
+    assert fast.headers["x-frame-options"] == routed.headers["x-frame-options"] == "DENY"
+    assert client.ledger.get(a["score_id"]) is not None and client.ledger.get(b["score_id"]) is not None
+
+
+def test_api_fast_path_leaves_a_read_only_token_to_the_route(make_app):
+    from serving.auth import TokenStore
+
+    tokens = TokenStore()
+    tokens.add("reader-token-0123456789", "reader", scopes=("read",))
+    app, ledger = make_app(tokens=tokens)
+    with TestClient(app) as c:
+        r = c.post("/v1/scores", json={"patient_id": PATIENT},
+                   headers={"Authorization": "Bearer reader-token-0123456789"})
+    assert r.status_code == 403 and "lacks the 'score' scope" in r.json()["error"]["message"]
+    assert ledger.count() == 0
+
+
+def test_api_score_log_setting_is_honoured(make_app, auth, caplog):
+    app, _ = make_app(score_log=False)
+    with TestClient(app) as c, caplog.at_level(logging.INFO, "facesurv.serving"):
+        r = c.post("/v1/scores", json={"patient_id": PATIENT}, headers=auth)
+    assert r.status_code == 200 and r.json()["score_id"] not in caplog.text
+
+
+def test_api_stage_timers_setting_is_honoured(make_app, auth):
+    app, _ = make_app(stage_timers=True)
+    with TestClient(app) as c:
+        assert c.post("/v1/scores", json={"patient_id": PATIENT}, headers=auth).status_code == 200
+        stages = c.get("/v1/status", headers=auth).json()["stages"]
+    assert stages["process_cpu_s"] > 0 and stages["score_thread_cpu_s"] > 0
+    assert {"feature_read_s", "predict_s", "records_s"} <= set(stages["score"])
+    assert {"seal_sign_s", "ledger_append_s"} <= set(stages["ledger"])
+    app, _ = make_app(stage_timers=False)
+    with TestClient(app) as c:
+        status = c.get("/v1/status", headers=auth).json()
+    assert "stages" not in status and status["batching"]["score_cpu_s"] == 0.0
+
+
+@pytest.mark.parametrize("key", ["score_log", "stage_timers"])
+def test_api_bad_serving_switch_is_a_one_line_error(tmp_path, repo_root, key):
+    import yaml
+
+    from ground.config import load_params
+    from ground.errors import ConfigError
+
+    raw = yaml.safe_load((repo_root / "params.yaml").read_text())
+    raw["serving"][key] = "sometimes"
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=rf"serving\.{key}") as info:
+        load_params(path)
+    assert "\n" not in str(info.value)

@@ -54,3 +54,17 @@ def test_facesurv_serve_starts_prints_token_and_serves(champion_registry, repo_r
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_facesurv_profile_switch_writes_a_profile_when_the_server_returns(tmp_path):
+    import pstats
+
+    from facesurv.cli.serve_cmd import profiled
+
+    out = tmp_path / "prof" / "serve.prof"
+
+    def serve():
+        sorted(range(10_000), key=lambda x: -x)
+
+    profiled(serve, out)
+    assert any("serve" in fn for _file, _line, fn in pstats.Stats(str(out)).stats)

@@ -20,6 +20,7 @@ def test_serves_the_promoted_training_champion(champion_registry, params, repo_r
     from serving.ledger import SQLiteLedger
     from serving.scoring import DataFrameFeatureReader, LineageContext, Scorer, load_champion
     from tests.serving.conftest import TOKEN
+    from training.gates import GatePolicy
     from training.pipeline import train
     from training.registry import promote
 
@@ -27,13 +28,14 @@ def test_serves_the_promoted_training_champion(champion_registry, params, repo_r
     ws = Workspace(tmp_path)
     quick = dataclasses.replace(
         params, training=dataclasses.replace(params.training, deepsurv_epochs=3, fusion_folds=2),
-        evaluation=dataclasses.replace(params.evaluation, bootstrap=0))
+        evaluation=dataclasses.replace(params.evaluation, bootstrap=0),
+        registry=dataclasses.replace(params.registry, require_contracts=False))  # a table no contract checked
     df = champion_registry.cohort.head(240)
     uri = Components(ws, quick).tracking_uri
     train(df.drop(columns=["photo_id", "photo_taken_at", "record_known_at"]), params=quick, tracking_uri=uri,
           artifact_root=ws.mlflow_dir / "artifacts")
     r = quick.registry
-    decision = promote(tracking_uri=uri, model_name=r.model_name, metric=r.metric, margin=r.promote_margin,
+    decision = promote(tracking_uri=uri, model_name=r.model_name, policy=GatePolicy.from_params(quick),
                        experiment=r.experiment, artifact_root=ws.mlflow_dir / "artifacts")
     assert decision.promoted
 

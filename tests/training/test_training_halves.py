@@ -65,6 +65,7 @@ def test_training_and_promotion_leave_mlflows_global_tracking_uri_alone(cohort_d
     from mlflow import MlflowClient
 
     from ground.config import with_overrides
+    from training.gates import GatePolicy
     from training.pipeline import train
     from training.registry import promote
 
@@ -77,7 +78,7 @@ def test_training_and_promotion_leave_mlflows_global_tracking_uri_alone(cohort_d
         res = train(cohort_df.drop(columns=["latent"]), params=params, tracking_uri=store,
                     artifact_root=tmp_path / "artifacts", split_path=tmp_path / "split.json")
         assert _process_uri() == (sentinel, sentinel)
-        decision = promote(tracking_uri=store, model_name="global-state", metric="c_index", margin=0.0,
+        decision = promote(tracking_uri=store, model_name="global-state", policy=GatePolicy.from_params(params),
                            experiment=params.registry.experiment, artifact_root=tmp_path / "artifacts")
         assert _process_uri() == (sentinel, sentinel)
     assert not sentinel_db.exists()  # nothing was written through the process-wide URI either
@@ -86,7 +87,7 @@ def test_training_and_promotion_leave_mlflows_global_tracking_uri_alone(cohort_d
     assert str(client.get_model_version_by_alias("global-state", "champion").version) == res.served_version
 
     before = _process_uri()  # whatever the session holds, set or not, is what remains
-    promote(tracking_uri=store, model_name="global-state", metric="c_index", margin=0.0,
+    promote(tracking_uri=store, model_name="global-state", policy=GatePolicy.from_params(params),
             experiment=params.registry.experiment, artifact_root=tmp_path / "artifacts")
     assert _process_uri() == before
 

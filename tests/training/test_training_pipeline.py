@@ -114,25 +114,39 @@ def test_served_pyfunc_contract(trained, mlflow_store, cohort_df, fast_params):
     assert np.all(np.diff(s[np.argsort(out["risk_score"].to_numpy()), 1]) <= 1e-12)
 
 
-def test_promotion_rules_and_records(trained, cohort_df, mlflow_store, fast_params):
+def test_promotion_gates_and_records(trained, cohort_df, mlflow_store, fast_params):
+    import json
+
     from mlflow import MlflowClient
 
     from ground.config import with_overrides
+    from training.gates import GatePolicy
     from training.pipeline import train
-    from training.registry import promote
+    from training.registry import promote, record_contracts
 
     res, split_path = trained
     uri, art = mlflow_store
-    kw = dict(tracking_uri=uri, model_name="test-prognosis", metric="c_index", margin=0.005,
-              experiment="facesurv-training", artifact_root=art)
-    first = promote(**kw)
-    assert first.promoted and first.reason == "no champion yet" and first.challenger_version == res.served_version
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    strict = GatePolicy.from_params(with_overrides(fast_params, registry={"require_contracts": True}))
+    kw = dict(tracking_uri=uri, model_name="test-prognosis", experiment="facesurv-training", artifact_root=art)
+    # a table no contract checked: the contracts gate keeps it out, the comparisons pass as "no champion"
+    blocked = promote(policy=strict, **kw)
+    assert not blocked.promoted and blocked.status == "kept" and blocked.reason.startswith("gate(s) failed: contracts")
+    assert [g["name"] for g in blocked.gates if not g["passed"]] == ["contracts"]
+    record_contracts(tracking_uri=uri, model_name="test-prognosis", version=res.served_version,
+                     sources=[{"kind": "clinical", "name": "abc", "sha256": "0" * 64, "passed": True}])
+    first = promote(policy=strict, **kw)
+    assert first.promoted and first.reason == "all 4 gates passed (no champion yet)"
+    assert first.challenger_version == res.served_version
     assert str(client.get_model_version_by_alias("test-prognosis", "champion").version) == res.served_version
-    again = promote(**kw)
+    mv = client.get_model_version("test-prognosis", res.served_version)
+    assert mv.tags["gate.delta_c.passed"] == "true" and mv.tags["gate.delta_c.detail"] == "no champion"
+    assert mv.tags["promotion.gates_passed"] == "true" and json.loads(mv.tags["gate.contracts.figures"])["sources"]
+    again = promote(policy=strict, **kw)
     assert not again.promoted and "already the champion" in again.reason
 
-    # a clinical-only challenger on the same frozen split: scored against the champion, and kept
+    kw["policy"] = GatePolicy.from_params(fast_params)
+    # a clinical-only challenger on the same frozen split: the champion cannot score it, so no comparison
     weak = with_overrides(fast_params, training={"models": ["coxph_clinical"], "fusion_members": ["coxph_clinical"]})
     res2 = train(cohort_df.drop(columns=["latent"]), params=weak, tracking_uri=uri, artifact_root=art,
                  split_path=split_path, data_versions={"clinical": "md5-clinical-1"})
@@ -149,26 +163,51 @@ def test_promotion_rules_and_records(trained, cohort_df, mlflow_store, fast_para
     assert champ_c == pytest.approx(res.evaluations["fusion"].point["c_index"])
     kept = promote(**kw)
     assert not kept.promoted and kept.champion_version == res.served_version
-    assert kept.champion_metric == pytest.approx(champ_c)
+    delta = next(g for g in kept.gates if g["name"] == "delta_c")
+    assert not delta["passed"] and delta["figures"]["champion_c_index"] == pytest.approx(champ_c)
+    assert delta["figures"]["ci_lo"] <= 0 < delta["figures"]["resamples"]
     mv = client.get_model_version("test-prognosis", res3.served_version)
     assert mv.tags["promotion.decision"] == "kept" and mv.tags["promotion.compared_to"] == res.served_version
+    assert mv.tags["gate.delta_c.passed"] == "false" and mv.tags["promotion.gates_passed"] == "false"
+    assert {f"gate.{g}.{k}" for g in ("delta_c", "calibration", "subgroups", "contracts")
+            for k in ("passed", "detail", "figures")} <= set(mv.tags)
     run = client.get_run(kept.run_id)
-    assert run.data.tags["promotion.decision"] == "kept" and "challenger_c_index" in run.data.metrics
-    assert {a.path for a in client.list_artifacts(kept.run_id)} >= {"promotion.json", "promotion.png"}
+    assert run.data.tags["promotion.decision"] == "kept" and "delta_c.delta" in run.data.metrics
+    assert {a.path for a in client.list_artifacts(kept.run_id)} >= {"promotion.json", "gates.json", "promotion.png"}
     assert str(client.get_model_version_by_alias("test-prognosis", "champion").version) == res.served_version
 
 
-@pytest.mark.parametrize(("challenger", "champion", "metric", "expected"), [
-    (0.80, None, "c_index", True),
-    (0.80, 0.79, "c_index", True),
-    (0.793, 0.79, "c_index", False),
-    (0.15, 0.16, "ibs", True),
-    (0.158, 0.16, "ibs", False),
-])
-def test_decision_rule(challenger, champion, metric, expected):
-    from training.registry import decide
+def test_require_approval_waits_for_a_person(cohort_df, mlflow_store, fast_params, tmp_path):
+    from mlflow import MlflowClient
 
-    assert decide(challenger_metric=challenger, champion_metric=champion, metric=metric, margin=0.005)[0] is expected
+    from ground.config import with_overrides
+    from training.gates import GatePolicy
+    from training.pipeline import train
+    from training.registry import AWAITING, CHAMPION, alias_version, promote, record_decision
+
+    uri, art = mlflow_store
+    params = with_overrides(fast_params, registry={"model_name": "approval-prognosis"},
+                            training={"models": ["coxph_clinical"], "fusion_members": ["coxph_clinical"]})
+    res = train(cohort_df.drop(columns=["latent"]), params=params, tracking_uri=uri, artifact_root=art,
+                split_path=tmp_path / "split.json")
+    kw = dict(tracking_uri=uri, model_name="approval-prognosis", experiment="facesurv-training", artifact_root=art)
+    d = promote(policy=GatePolicy.from_params(params), require_approval=True, **kw)
+    assert d.status == AWAITING and not d.promoted and "--approve --version" in d.reason
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    assert client.get_model_version("approval-prognosis", res.served_version).tags["promotion.decision"] == AWAITING
+    assert alias_version(client, "approval-prognosis", CHAMPION) is None
+    h = record_decision(decision="approved", reason="reviewed the gates", by="dr. who", **kw)
+    assert h.champion_before is None and h.champion_after == res.served_version and not h.override_gates
+    assert str(client.get_model_version_by_alias("approval-prognosis", "champion").version) == res.served_version
+    tags = client.get_model_version("approval-prognosis", res.served_version).tags
+    assert (tags["decision"], tags["decision.by"], tags["decision.reason"]) == ("approved", "dr. who",
+                                                                                 "reviewed the gates")
+    with pytest.raises(DataError, match="a decision needs a reason"):
+        record_decision(decision="approved", reason="  ", by="x", **kw)
+    with pytest.raises(DataError, match="decision must be one of approved, rejected"):
+        record_decision(decision="maybe", reason="r", by="x", **kw)
+    with pytest.raises(DataError, match="has no version 99"):
+        record_decision(decision="rejected", reason="r", by="x", version="99", **kw)
 
 
 def test_table1_text_formats_cis(trained):
@@ -183,5 +222,5 @@ def test_no_champion_and_no_challenger_is_a_clear_error(mlflow_store):
     from training.registry import promote
 
     with pytest.raises(DataError, match="has no 'challenger' version; run `facesurv train` first"):
-        promote(tracking_uri=mlflow_store[0], model_name="never-trained", metric="c_index", margin=0.0,
+        promote(tracking_uri=mlflow_store[0], model_name="never-trained", policy=None,
                 experiment="facesurv-training", artifact_root=mlflow_store[1])

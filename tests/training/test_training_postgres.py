@@ -57,6 +57,7 @@ def test_tracking_uri_for_the_scale_profile_creates_no_database(pg_database, fas
 def test_scale_profile_tracks_registers_and_promotes_on_postgres(pg_database, cohort_df, fast_params, tmp_path):
     from mlflow import MlflowClient
 
+    from training.gates import GatePolicy
     from training.pipeline import train
     from training.registry import promote
     from training.tracking import ensure_tracking_store, tracking_uri_for
@@ -69,7 +70,7 @@ def test_scale_profile_tracks_registers_and_promotes_on_postgres(pg_database, co
                 artifact_root=tmp_path / "mlflow" / "artifacts", split_path=tmp_path / "split.json")
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     assert client.get_run(res.parent_run_id).info.status == "FINISHED"
-    d = promote(tracking_uri=uri, model_name=params.registry.model_name, metric="c_index", margin=0.005,
+    d = promote(tracking_uri=uri, model_name=params.registry.model_name, policy=GatePolicy.from_params(params),
                 experiment=params.registry.experiment, artifact_root=tmp_path / "mlflow" / "artifacts")
     assert d.promoted
     assert str(client.get_model_version_by_alias(params.registry.model_name, "champion").version) == res.served_version
