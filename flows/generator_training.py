@@ -24,7 +24,7 @@ train_task = as_task(generator_steps.train_generator, "train-generator", **task_
 def lineage_datasets(ws: Workspace, params: Any,
                      result: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Read: the photos at their DVC revision; wrote: the registered generator version (if registered)."""
-    from flows import openlineage_events as ol
+    from flows import openlineage_datasets as ol
 
     photos = [{"kind": "dvc", "path": str(ws.data_dir / "photos"), "out": "photos",
                "rev": result.get("photos_dvc_rev"), "md5": None}]

@@ -124,7 +124,7 @@ def lineage_datasets(ws: Workspace, params: Params, record: Any, valid_latents: 
                      rows: dict[str, int]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """What the run read (the DVC-tracked photos and clinical data at its revision) and wrote (the
     Feast feature views, the latents' generator named), as flows.openlineage_events describes datasets."""
-    from flows import openlineage_events as ol
+    from flows import openlineage_datasets as ol
 
     inputs = ol.dvc_datasets(ws.data_dir, rev=record.data_rev, md5=record.data_md5)
     views = {LATENT_VIEW: LATENT_FEATURES, CLINICAL_VIEW: clinical_features(params.cohort.base)}

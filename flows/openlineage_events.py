@@ -12,17 +12,8 @@ Run ids: a flow run's is its Prefect flow run id (a uuid; outside Prefect, the u
 lineage's `local-<uuid>`), a task run's its Prefect task run id. Jobs: `<namespace>/<flow>` and
 `<namespace>/<flow>.<task>`; the namespace is params.openlineage.namespace.
 
-Datasets are described by the flows as plain dicts (RunRecord.input_datasets/output_datasets, so
-the platform's record lists them as well) and become OpenLineage datasets here:
-
-    kind          namespace:name                 facets
-    dvc           file:<data>/<out>              version (DVC md5), facesurv_dvc (out, rev, md5)
-    feature_view  feast://<project>:<view>       schema, facesurv_feast (project, view, service,
-                                                 views), facesurv_generator (face_latent)
-    mlflow_model  mlflow:<registered name>       version, facesurv_mlflow_model (name, version, run, alias)
-    generator     mlflow:<registered name>       version, facesurv_generator, facesurv_mlflow_model
-
-The custom facets' JSON schemas are in tests/flows/data/openlineage/facesurv/.
+Datasets are described by the flows as plain dicts and become OpenLineage datasets in
+flows.openlineage_datasets (kinds, namespaces and facets listed there).
 
 Transport (params.openlineage): `file` writes JSON lines, one file per flow run
 (<path>/<run id>.jsonl, its tasks' events included); `http` POSTs each event to url/endpoint.
@@ -39,32 +30,22 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import datetime as dt
-import functools
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-FACET_SCHEMAS = "https://facesurv.invalid/spec/facets/1-0-0"  # copies: tests/flows/data/openlineage/facesurv/
-MLFLOW_NAMESPACE = "mlflow"
+from flows.openlineage_datasets import custom_facets, input_dataset, output_dataset, producer
+
 # the client's default (5 tries, backoff up to ~5 s) would hold every task ~10 s while the server is
 # down; two quick retries ride out a blip, and an event still lost is counted in the run record
 HTTP_RETRY: dict[str, Any] = {"total": 2, "read": 2, "connect": 2, "backoff_factor": 0.3,
                               "status_forcelist": [500, 502, 503, 504], "allowed_methods": ["HEAD", "POST"]}
 
 _CURRENT: contextvars.ContextVar[FlowEmitter | None] = contextvars.ContextVar("facesurv_openlineage", default=None)
-
-
-def producer() -> str:
-    """The events' producer URI: this code base and its version."""
-    try:
-        version = metadata.version("facesurv")
-    except metadata.PackageNotFoundError:
-        version = "unknown"
-    return f"urn:facesurv:flows:{version}"
 
 
 def now() -> str:
@@ -80,161 +61,7 @@ def run_id_of(flow_run_id: str) -> str:
         raise ValueError(f"flow run id {flow_run_id!r} holds no uuid; OpenLineage run ids are uuids") from None
 
 
-# ---- datasets, as plain dicts (what the flows put in their run records) ----------------------
-
-def dvc_datasets(data_dir: Path | str, *, rev: str | None, md5: Mapping[str, str],
-                 outs: Sequence[str] = ("photos", "prealigned", "clinical")) -> list[dict[str, Any]]:
-    """The DVC-tracked outs of the data repository that `md5` names (photos, clinical data)."""
-    return [{"kind": "dvc", "path": str(Path(data_dir) / out), "out": out, "rev": rev, "md5": md5[out]}
-            for out in outs if md5.get(out)]
-
-
-def feature_view_datasets(*, project: str, service: str, views: Mapping[str, Sequence[tuple[str, str]]],
-                          generator: Mapping[str, Any] | None = None, latent_view: str = "face_latent",
-                          rows: Mapping[str, int] | None = None) -> list[dict[str, Any]]:
-    """One dataset per Feast feature view; `generator` (version, sha256, is_random_init) is what the
-    latent view's new rows were projected with."""
-    out = []
-    for view, fields in views.items():
-        desc: dict[str, Any] = {"kind": "feature_view", "project": project, "view": view, "service": service,
-                                "views": sorted(views), "fields": [[n, k] for n, k in fields]}
-        if view == latent_view and generator:
-            desc["generator"] = dict(generator)
-        if rows is not None and view in rows:
-            desc["rows"] = int(rows[view])
-        out.append(desc)
-    return out
-
-
-def model_datasets(versions: Mapping[str, str], *, run_ids: Mapping[str, str] | None = None,
-                   champion: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Registered MLflow model versions (name -> version); `champion` a promotion decision."""
-    promoted = champion or {}
-    out = []
-    for name, version in sorted(versions.items()):
-        alias = "champion" if promoted.get("promoted") and str(promoted.get("version")) == str(version) \
-            and promoted.get("model_name", name) == name else "challenger"
-        out.append({"kind": "mlflow_model", "name": name, "version": str(version),
-                    "run_id": (run_ids or {}).get(name), "alias": alias})
-    return out
-
-
-def generator_dataset(*, name: str, version: str | None, sha256: str | None, run_id: str | None,
-                      is_random_init: bool = False) -> dict[str, Any]:
-    return {"kind": "generator", "name": name, "version": None if version is None else str(version),
-            "sha256": sha256, "run_id": run_id, "is_random_init": is_random_init}
-
-
-# ---- facets and events (pure: plain values in, client objects out) ---------------------------
-
-@functools.cache
-def _custom_facets() -> dict[str, type]:
-    """The facesurv facets as client facet classes (built once, on first use)."""
-    import attr
-    from openlineage.client.facet_v2 import DatasetFacet, RunFacet
-
-    def schema(name: str) -> Any:
-        return staticmethod(lambda: f"{FACET_SCHEMAS}/{name}.json#/$defs/{name}")
-
-    @attr.define
-    class DvcDatasetFacet(DatasetFacet):
-        out: str
-        rev: str | None = attr.field(default=None)
-        md5: str | None = attr.field(default=None)
-        _get_schema = schema("DvcDatasetFacet")
-
-    @attr.define
-    class FeastDatasetFacet(DatasetFacet):
-        project: str
-        featureView: str  # noqa: N815 (OpenLineage facets are camelCase)
-        featureService: str  # noqa: N815
-        featureViews: list[str] = attr.field(factory=list)  # noqa: N815
-        rowsWritten: int | None = attr.field(default=None)  # noqa: N815
-        _get_schema = schema("FeastDatasetFacet")
-
-    @attr.define
-    class GeneratorDatasetFacet(DatasetFacet):
-        version: str | None = attr.field(default=None)
-        sha256: str | None = attr.field(default=None)
-        isRandomInit: bool | None = attr.field(default=None)  # noqa: N815
-        _get_schema = schema("GeneratorDatasetFacet")
-
-    @attr.define
-    class MlflowModelDatasetFacet(DatasetFacet):
-        name: str
-        version: str | None = attr.field(default=None)
-        runId: str | None = attr.field(default=None)  # noqa: N815
-        alias: str | None = attr.field(default=None)
-        _get_schema = schema("MlflowModelDatasetFacet")
-
-    @attr.define
-    class FacesurvRunFacet(RunFacet):
-        flowRunId: str  # noqa: N815
-        status: str
-        paramsHash: str | None = attr.field(default=None)  # noqa: N815
-        codeVersion: str | None = attr.field(default=None)  # noqa: N815
-        dataRev: str | None = attr.field(default=None)  # noqa: N815
-        record: str | None = attr.field(default=None)
-        _get_schema = schema("FacesurvRunFacet")
-
-    return {c.__name__: c for c in (DvcDatasetFacet, FeastDatasetFacet, GeneratorDatasetFacet,
-                                    MlflowModelDatasetFacet, FacesurvRunFacet)}
-
-
-def _dataset_parts(desc: Mapping[str, Any]) -> tuple[str, str, dict[str, Any]]:
-    """(namespace, name, facets) of a dataset dict."""
-    from openlineage.client.facet_v2 import dataset_version_dataset, schema_dataset
-
-    f, p = _custom_facets(), producer()
-    kind = desc.get("kind")
-    facets: dict[str, Any] = {}
-    if kind == "dvc":
-        if desc.get("md5") or desc.get("rev"):
-            facets["version"] = dataset_version_dataset.DatasetVersionDatasetFacet(
-                datasetVersion=str(desc.get("md5") or desc.get("rev")), producer=p)
-        facets["facesurv_dvc"] = f["DvcDatasetFacet"](out=desc["out"], rev=desc.get("rev"), md5=desc.get("md5"),
-                                                      producer=p)
-        return "file", str(desc["path"]), facets
-    if kind == "feature_view":
-        facets["schema"] = schema_dataset.SchemaDatasetFacet(
-            fields=[schema_dataset.SchemaDatasetFacetFields(name=n, type=k) for n, k in desc["fields"]], producer=p)
-        facets["facesurv_feast"] = f["FeastDatasetFacet"](
-            project=desc["project"], featureView=desc["view"], featureService=desc["service"],
-            featureViews=list(desc.get("views") or []), rowsWritten=desc.get("rows"), producer=p)
-        gen = desc.get("generator")
-        if gen:
-            facets["facesurv_generator"] = f["GeneratorDatasetFacet"](
-                version=gen.get("version"), sha256=gen.get("sha256"), isRandomInit=gen.get("is_random_init"),
-                producer=p)
-        return f"feast://{desc['project']}", desc["view"], facets
-    if kind in ("mlflow_model", "generator"):
-        if desc.get("version") is not None:
-            facets["version"] = dataset_version_dataset.DatasetVersionDatasetFacet(
-                datasetVersion=str(desc["version"]), producer=p)
-        facets["facesurv_mlflow_model"] = f["MlflowModelDatasetFacet"](
-            name=desc["name"], version=desc.get("version"), runId=desc.get("run_id"), alias=desc.get("alias"),
-            producer=p)
-        if kind == "generator":
-            facets["facesurv_generator"] = f["GeneratorDatasetFacet"](
-                version=desc.get("version"), sha256=desc.get("sha256"), isRandomInit=desc.get("is_random_init"),
-                producer=p)
-        return MLFLOW_NAMESPACE, desc["name"], facets
-    raise ValueError(f"unknown dataset kind {kind!r} (known: dvc, feature_view, mlflow_model, generator)")
-
-
-def input_dataset(desc: Mapping[str, Any]) -> Any:
-    from openlineage.client.event_v2 import InputDataset
-
-    namespace, name, facets = _dataset_parts(desc)
-    return InputDataset(namespace=namespace, name=name, facets=facets)
-
-
-def output_dataset(desc: Mapping[str, Any]) -> Any:
-    from openlineage.client.event_v2 import OutputDataset
-
-    namespace, name, facets = _dataset_parts(desc)
-    return OutputDataset(namespace=namespace, name=name, facets=facets)
-
+# ---- events (pure: plain values in, client objects out) ---------------------------------------
 
 def _engine_facet() -> Any:
     from openlineage.client.facet_v2 import processing_engine_run
@@ -284,7 +111,7 @@ def flow_event(state: str, *, namespace: str, record: Mapping[str, Any], run_id:
     parent/root: (job, run id) of an enclosing flow run."""
     from openlineage.client.event_v2 import Run, RunEvent, RunState
 
-    facets: dict[str, Any] = {"processing_engine": _engine_facet(), "facesurv_run": _custom_facets()["FacesurvRunFacet"](
+    facets: dict[str, Any] = {"processing_engine": _engine_facet(), "facesurv_run": custom_facets()["FacesurvRunFacet"](
         flowRunId=str(record["flow_run_id"]), status=str(record.get("status")), paramsHash=record.get("params_hash"),
         codeVersion=record.get("code_version"), dataRev=record.get("data_rev"), record=record_path, producer=producer())}
     if parent:

@@ -36,7 +36,7 @@ def lineage_datasets(ws: Workspace, params: Any, record: Any, metrics: dict[str,
         LATENT_VIEW,
         clinical_features,
     )
-    from flows import openlineage_events as ol
+    from flows import openlineage_datasets as ol
 
     views = {LATENT_VIEW: LATENT_FEATURES, CLINICAL_VIEW: clinical_features(params.cohort.base)}
     inputs = [*ol.feature_view_datasets(project=params.features.project, service=params.features.feature_service,

@@ -237,13 +237,15 @@ class Scorer:
     def _predict(self, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         import pandas as pd
 
-        frame = pd.DataFrame([dict(r) for r in rows])
-        if self.model.input_columns is not None:
-            frame = frame[self.model.input_columns]
+        # the model's columns picked while the frame is built, and its output read column-wise: pandas'
+        # column selection and to_dict("records") were a tenth of a small batch's cost
+        frame = pd.DataFrame([dict(r) for r in rows], columns=self.model.input_columns)
         pred = self.model.predict(frame)
         if len(pred) != len(rows):
             raise RuntimeError(f"champion model returned {len(pred)} rows for {len(rows)} inputs")
-        return [_result_from_prediction(r) for r in pred.to_dict("records")]
+        columns = {str(k): pred[k].tolist() for k in pred.columns}
+        return [_result_from_prediction(dict(zip(columns, values, strict=True)))
+                for values in zip(*columns.values(), strict=True)]
 
     def _record(self, *, patient_id: str, request_sha: str, requested_by: str, inputs: dict[str, Any],
                 result: dict[str, Any]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from prefect import flow
 
+from flows import openlineage_datasets as datasets
 from flows import openlineage_events as ol
 from flows.lineage import run_context
 from flows.runtime import as_task
@@ -68,15 +69,15 @@ def test_every_kind_of_event_validates_against_the_openlineage_schema() -> None:
     run_id, task_run = str(uuid.uuid4()), str(uuid.uuid4())
     record = {"flow": "nightly-embedding", "flow_run_id": f"local-{run_id}", "status": "failed", "error": "DataError: x",
               "params_hash": "p" * 64, "code_version": "abc+dirty", "data_rev": "d" * 40,
-              "input_datasets": ol.dvc_datasets("/ws/data", rev="d" * 40, md5={"photos": "1.dir", "clinical": "2.dir"}),
+              "input_datasets": datasets.dvc_datasets("/ws/data", rev="d" * 40, md5={"photos": "1.dir", "clinical": "2.dir"}),
               "output_datasets": [
-                  *ol.feature_view_datasets(project="facesurv", service="prognosis_v1",
+                  *datasets.feature_view_datasets(project="facesurv", service="prognosis_v1",
                                             views={"face_latent": [("latent", "float32_list")], "clinical": [("age", "float64")]},
                                             generator={"version": "facesurv-generator v2", "sha256": "ab" * 32,
                                                        "is_random_init": False}, rows={"face_latent": 3}),
-                  *ol.model_datasets({"facesurv-prognosis": "4"}, run_ids={"facesurv-prognosis": "r1"},
+                  *datasets.model_datasets({"facesurv-prognosis": "4"}, run_ids={"facesurv-prognosis": "r1"},
                                      champion={"promoted": True, "version": "4", "model_name": "facesurv-prognosis"}),
-                  ol.generator_dataset(name="facesurv-generator", version="2", sha256="cd" * 32, run_id="r2")]}
+                  datasets.generator_dataset(name="facesurv-generator", version="2", sha256="cd" * 32, run_id="r2")]}
     events = [ol.flow_event(state, namespace="facesurv", record=record, run_id=run_id, description="nightly",
                             parent=("outer", str(uuid.uuid4())), root=("outer", str(uuid.uuid4())), record_path="x.json")
               for state in ("START", "COMPLETE", "FAIL")]
