@@ -67,19 +67,15 @@ def _run_gates(ws: Any, params: Any, model_name: str) -> None:
 
 def _decide(ws: Any, params: Any, *, model_name: str, decision: str, reason: str, by: str, version: str | None,
             override_gates: bool) -> None:
-    from facesurv.components import components
+    from facesurv.components import components, open_scoring_ledger
     from ground.workspace import code_version
-    from serving.anchor import anchor_settings
-    from serving.ledger import open_ledger
-    from serving.wiring import ledger_target
     from training.registry import record_decision
 
     opened: list[Any] = []
 
     def open_the_ledger() -> None:
         # after the registry's checks, before its writes: a ledger that cannot open stops the decision cleanly
-        opened.append(open_ledger(ledger_target(ws, params), schema=params.serving.ledger_schema,
-                                  anchoring=anchor_settings(ws, params)))
+        opened.append(open_scoring_ledger(ws, params))
 
     try:
         d = record_decision(tracking_uri=components(ws, params).tracking_uri, model_name=model_name,
